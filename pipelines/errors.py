@@ -1,0 +1,30 @@
+"""Errors the pipeline raises, split by whether retrying can help.
+
+Airflow's retry policy in each DAG keys on these classes: a `DataQualityError`
+fails the task at once (bad bytes do not fix themselves), a `NotLandedError`
+is retried with backoff (the partition may still arrive).
+"""
+
+
+class PipelineError(Exception):
+    """Base class of every error the pipeline raises on purpose."""
+
+
+class DataQualityError(PipelineError):
+    """The data is wrong; retrying the same bytes cannot succeed."""
+
+
+class ValidationFailedError(DataQualityError):
+    """A partition failed its expectation suite and was quarantined."""
+
+
+class UnreadablePartitionError(DataQualityError):
+    """A partition's file is corrupt or truncated and was quarantined."""
+
+
+class NotLandedError(PipelineError):
+    """The raw partition for the requested date has not landed (yet)."""
+
+
+class ConfigurationError(PipelineError):
+    """Settings or repository objects are inconsistent."""

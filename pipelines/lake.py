@@ -1,0 +1,94 @@
+"""The lake's zones (raw, validated, quarantine), partition paths and atomic writes.
+
+A partition is one directory ``<zone>/<dataset>/date=YYYY-MM-DD/`` holding one
+parquet file. Writers put the file aside under a dot-name (which readers such as
+pyarrow and dask ignore) and rename it into place, so a reader sees either the
+previous file or the new one, whole, never a part.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PART_FILE = "part-0.parquet"
+RESULT_FILE = "validation_result.json"
+
+
+def partition_dir(zone_root: Path, dataset: str, day: date) -> Path:
+    """Directory of one day's partition of a dataset in a zone."""
+    return zone_root / dataset / f"date={day.isoformat()}"
+
+
+def partition_file(zone_root: Path, dataset: str, day: date) -> Path:
+    """Parquet file of one day's partition of a dataset in a zone."""
+    return partition_dir(zone_root, dataset, day) / PART_FILE
+
+
+def _aside(target: Path) -> Path:
+    return target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+
+
+def write_table_atomic(table: pa.Table, target: Path) -> Path:
+    """Write a parquet file aside, fsync it, then rename it over `target`."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _aside(target)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def write_bytes_atomic(payload: bytes, target: Path) -> Path:
+    """Write bytes aside, then rename them over `target`."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _aside(target)
+    try:
+        tmp.write_bytes(payload)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def write_json_atomic(document: Any, target: Path) -> Path:
+    """Write a JSON document aside, then rename it over `target`."""
+    text = json.dumps(document, indent=2, sort_keys=True, default=str)
+    return write_bytes_atomic(text.encode(), target)
+
+
+def quarantine(source: Path, quarantine_dir: Path, result: dict[str, Any]) -> Path:
+    """Move a failed partition's file into quarantine with its validation result beside it.
+
+    The quarantine directory of a date holds the latest failed attempt: the
+    result is written first, so a crash never leaves a file without its reason.
+    """
+    quarantine_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(result, quarantine_dir / RESULT_FILE)
+    if source.exists():
+        os.replace(source, quarantine_dir / source.name)
+    return quarantine_dir
+
+
+def partition_days(zone_root: Path, dataset: str) -> list[date]:
+    """Days that have a partition file in a zone, sorted."""
+    root = zone_root / dataset
+    if not root.exists():
+        return []
+    days = [
+        date.fromisoformat(child.name.removeprefix("date="))
+        for child in root.iterdir()
+        if child.name.startswith("date=") and (child / PART_FILE).exists()
+    ]
+    return sorted(days)

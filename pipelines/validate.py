@@ -1,0 +1,212 @@
+"""Validation gate: run a raw partition through its Great Expectations checkpoint.
+
+A passing partition is staged (projected onto the suite's columns) and then
+published atomically into the validated zone, the only zone Feast reads. A
+failing or unreadable partition is moved to quarantine with its result beside
+it, and the error names every failed expectation and its column.
+
+Extra columns the suite does not name are tolerated: they are recorded in the
+result and dropped at staging, so downstream readers always see the contract.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines import lake
+from pipelines.errors import NotLandedError, UnreadablePartitionError, ValidationFailedError
+from pipelines.settings import Settings
+
+log = logging.getLogger(__name__)
+
+STAGING_ZONE = "staging"
+
+
+@dataclass(frozen=True)
+class FailedExpectation:
+    """One expectation that did not hold, in words a data engineer can act on."""
+
+    expectation: str
+    column: str | None
+    detail: str
+
+    def __str__(self) -> str:
+        where = f" on column '{self.column}'" if self.column else ""
+        return f"{self.expectation}{where}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class ValidationOutcome:
+    """What the gate decided for one partition (JSON-friendly, for XCom)."""
+
+    day: str
+    rows: int
+    staged_path: str
+    extra_columns: list[str]
+    data_docs: str
+
+
+def raw_partition(settings: Settings, day: date) -> Path:
+    """The landed raw file of a day, or a clear error if it never landed."""
+    path = lake.partition_file(settings.raw_root, settings.dataset.raw_dataset, day)
+    if not path.exists():
+        raise NotLandedError(
+            f"raw partition {settings.dataset.raw_dataset} date={day.isoformat()} "
+            f"has not landed: expected {path}"
+        )
+    return path
+
+
+def _staging_file(settings: Settings, day: date) -> Path:
+    return lake.partition_file(settings.lake_root / STAGING_ZONE, settings.dataset.raw_dataset, day)
+
+
+def _quarantine_dir(settings: Settings, day: date) -> Path:
+    return lake.partition_dir(settings.quarantine_root, settings.dataset.raw_dataset, day)
+
+
+def gx_context(settings: Settings) -> Any:
+    """The committed GE file context, writing results and Data Docs under the state root."""
+    import great_expectations as gx
+
+    return gx.get_context(
+        mode="file",
+        context_root_dir=str(settings.gx_context_root),
+        runtime_environment={"state_root": str(settings.state_root)},
+    )
+
+
+def expectation_parameters(settings: Settings, day: date) -> dict[str, Any]:
+    """Run-time parameters of the suite: the partition's day bounds and row-count bounds."""
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return {
+        "partition_start": start,
+        "partition_end": start + timedelta(days=1),
+        "min_rows": settings.validation.min_rows,
+        "max_rows": settings.validation.max_rows,
+    }
+
+
+def contract_columns(context: Any, suite_name: str) -> list[str]:
+    """Columns the suite requires, in the order the suite names them."""
+    suite = context.suites.get(suite_name)
+    for expectation in suite.expectations:
+        if expectation.expectation_type == "expect_table_columns_to_match_set":
+            return list(expectation.column_set)
+    raise ValueError(f"suite {suite_name!r} has no expect_table_columns_to_match_set")
+
+
+def failed_expectations(result: dict[str, Any]) -> list[FailedExpectation]:
+    """The failed expectations of a checkpoint result (its `describe_dict()`)."""
+    failures = []
+    for validation in result["validation_results"]:
+        items = validation["expectations"]
+        missing = _missing_columns(items)
+        for item in items:
+            if item["success"]:
+                continue
+            kwargs = item.get("kwargs", {})
+            column = kwargs.get("column") or ", ".join(kwargs.get("column_list", [])) or None
+            detail = "column is missing" if column in missing else _detail(item)
+            failures.append(FailedExpectation(item["expectation_type"], column, detail))
+    return failures
+
+
+def _missing_columns(items: list[dict[str, Any]]) -> set[str]:
+    for item in items:
+        if item["expectation_type"] == "expect_table_columns_to_match_set":
+            mismatched = (item.get("result") or {}).get("details", {}).get("mismatched", {})
+            return set(mismatched.get("missing", []))
+    return set()
+
+
+def _detail(item: dict[str, Any]) -> str:
+    outcome = item.get("result") or {}
+    mismatched = outcome.get("details", {}).get("mismatched")
+    if mismatched:
+        return ", ".join(f"{kind} columns {sorted(cols)}" for kind, cols in mismatched.items())
+    exception = item.get("exception_info") or {}
+    if exception.get("exception_message"):
+        message = str(exception["exception_message"]).strip().splitlines()
+        return f"could not be evaluated ({message[0] if message else 'error'})"
+    if "unexpected_count" in outcome:
+        sample = outcome.get("partial_unexpected_list") or []
+        shown = f", e.g. {sample[:3]}" if sample else ""
+        return (
+            f"{outcome['unexpected_count']} unexpected values "
+            f"({outcome.get('unexpected_percent', 0):.2f}% of rows){shown}"
+        )
+    if "observed_value" in outcome:
+        return f"observed {outcome['observed_value']!r}"
+    return "failed"
+
+
+def _read(path: Path) -> pa.Table:
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowException, OSError) as error:
+        raise UnreadablePartitionError(f"cannot read parquet file {path}: {error}") from error
+
+
+def validate_partition(settings: Settings, day: date) -> ValidationOutcome:
+    """Validate a landed raw partition; stage it if it passes, quarantine it if not."""
+    raw = raw_partition(settings, day)
+    names = settings.dataset
+    label = f"{names.raw_dataset} date={day.isoformat()}"
+    try:
+        table = _read(raw)
+    except UnreadablePartitionError as error:
+        target = lake.quarantine(
+            raw, _quarantine_dir(settings, day), {"success": False, "error": str(error)}
+        )
+        raise UnreadablePartitionError(f"{label} quarantined to {target}: {error}") from error
+
+    context = gx_context(settings)
+    checkpoint = context.checkpoints.get(names.checkpoint)
+    result = checkpoint.run(
+        batch_parameters={"dataframe": table.to_pandas()},
+        expectation_parameters=expectation_parameters(settings, day),
+    ).describe_dict()
+    docs = str(settings.data_docs_index)
+    if not result["success"]:
+        failures = failed_expectations(result)
+        result["failed_expectations"] = [asdict(failure) for failure in failures]
+        target = lake.quarantine(raw, _quarantine_dir(settings, day), result)
+        listing = "\n".join(f"  - {failure}" for failure in failures)
+        raise ValidationFailedError(
+            f"{label} failed {len(failures)} expectation(s) of suite "
+            f"'{names.expectation_suite}' and was quarantined to {target}:\n{listing}\n"
+            f"Data Docs: {docs}"
+        )
+
+    columns = contract_columns(context, names.expectation_suite)
+    extra = sorted(set(table.column_names) - set(columns))
+    if extra:
+        log.warning("%s: dropping columns the suite does not name: %s", label, extra)
+    staged = lake.write_table_atomic(table.select(columns), _staging_file(settings, day))
+    return ValidationOutcome(
+        day=day.isoformat(),
+        rows=table.num_rows,
+        staged_path=str(staged),
+        extra_columns=extra,
+        data_docs=docs,
+    )
+
+
+def publish_partition(settings: Settings, day: date) -> Path:
+    """Move a staged, validated partition into the validated zone (one atomic rename)."""
+    staged = _staging_file(settings, day)
+    if not staged.exists():
+        raise FileNotFoundError(f"no staged partition to publish for {day.isoformat()}: {staged}")
+    target = lake.partition_file(settings.validated_root, settings.dataset.raw_dataset, day)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staged, target)
+    return target

@@ -1,0 +1,30 @@
+"""Shared fixtures: every test writes below its own temporary state root."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipelines.settings import Settings, load_settings
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """Settings of a small world whose state root is this test's temporary directory.
+
+    Set through the environment, as a DAG task or the CLI would read it.
+    """
+    monkeypatch.setenv("MLOPS_STATE_ROOT", str(tmp_path / "state"))
+    monkeypatch.setenv("MLOPS_SYNTHETIC__CUSTOMERS", "300")
+    yield load_settings()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Point Airflow at a throwaway home before anything imports it."""
+    home = Path(tempfile.mkdtemp(prefix="pipelines-airflow-"))
+    os.environ.update(Settings(state_root=home).airflow_env())
+    os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"

@@ -1,0 +1,78 @@
+"""Failure alerts: logged, recorded under the state root, and posted to a webhook."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from types import SimpleNamespace
+
+import pytest
+
+from pipelines import alerts
+from pipelines.settings import load_settings
+
+
+def _context(error: str) -> dict:
+    ti = SimpleNamespace(dag_id="feature_pipeline", task_id="validate", run_id="r1", try_number=1)
+    return {"ti": ti, "exception": RuntimeError(error), "logical_date": None}
+
+
+def test_failure_is_recorded_in_the_alert_file(settings):
+    # When a task fails
+    alerts.notify_failure(_context("3 expectations failed"))
+
+    # Then the alert file names the task, the run and the error
+    (line,) = settings.alerts_file.read_text().splitlines()
+    alert = json.loads(line)
+    assert (alert["dag_id"], alert["task_id"], alert["run_id"]) == (
+        "feature_pipeline",
+        "validate",
+        "r1",
+    )
+    assert alert["error"] == "3 expectations failed"
+
+
+def test_failure_is_posted_to_the_webhook(settings, monkeypatch):
+    # Given a webhook listening on loopback
+    received: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.handle_request, daemon=True)
+    thread.start()
+    monkeypatch.setenv("MLOPS_ALERTS__WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/hook")
+
+    # When a task fails
+    alerts.notify_failure(_context("partition has not landed"))
+    thread.join(timeout=10)
+    server.server_close()
+
+    # Then the webhook got a chat-ready text and the structured alert
+    (payload,) = received
+    assert "feature_pipeline.validate failed" in payload["text"]
+    assert payload["alert"]["error"] == "partition has not landed"
+
+
+def test_a_broken_webhook_never_masks_the_failure(settings, monkeypatch):
+    monkeypatch.setenv("MLOPS_ALERTS__WEBHOOK_URL", "http://127.0.0.1:9/unreachable")
+    monkeypatch.setenv("MLOPS_ALERTS__WEBHOOK_TIMEOUT_SECONDS", "1")
+
+    alerts.notify_failure(_context("boom"))
+
+    assert json.loads(load_settings().alerts_file.read_text())["error"] == "boom"
+
+
+@pytest.mark.parametrize("context", [{}, {"exception": None}])
+def test_alert_from_a_sparse_context_still_reads(context):
+    alert = alerts.alert_from_context(context)
+    assert alert.error == "unknown error"
+    assert "failed" in alert.text()
