@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from datetime import date, timedelta
-from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -37,6 +36,7 @@ class DatasetSettings(_Section):
     feature_service: str = "churn_model_v1"
     expectation_suite: str = "activity_partition"
     checkpoint: str = "activity_partition"
+    training_checkpoint: str = "training_set"
 
 
 class SyntheticSettings(_Section):
@@ -71,6 +71,70 @@ class FeastSettings(_Section):
     registry_sql_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/feast"
 
 
+class MetricThreshold(_Section):
+    """A gate on one metric, with the semantics of MLflow's `MetricThreshold`.
+
+    `threshold` is a value floor (ceiling when lower is better). The change
+    thresholds compare with the champion: the candidate must beat it by at least
+    `min_absolute_change` (or `min_relative_change` times its magnitude); 0
+    means "no worse than the champion".
+    """
+
+    metric: str
+    greater_is_better: bool
+    threshold: float | None = None
+    min_absolute_change: float | None = Field(default=None, ge=0.0)
+    min_relative_change: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
+class TrainingSettings(_Section):
+    """What the model learns from and how; hyperparameters can be overridden per run."""
+
+    model_name: str = "churn"
+    window_days: int = Field(default=21, ge=3)
+    validation_share: float = Field(default=0.15, gt=0.0, lt=0.5)
+    holdout_share: float = Field(default=0.15, gt=0.0, lt=0.5)
+    min_rows: int = Field(default=1_000, ge=1)
+    min_label_share: float = Field(default=0.01, ge=0.0, le=1.0)
+    max_label_share: float = Field(default=0.6, ge=0.0, le=1.0)
+    min_feature_coverage: float = Field(default=0.9, ge=0.0, le=1.0)
+    hyperparameters: dict[str, float | int | str] = {
+        "n_estimators": 400,
+        "max_depth": 4,
+        "learning_rate": 0.08,
+        "subsample": 0.9,
+        "colsample_bytree": 0.9,
+        "min_child_weight": 5,
+        "reg_lambda": 1.0,
+        "early_stopping_rounds": 30,
+    }
+    profile_bins: int = Field(default=10, ge=2)
+    random_seed: int = 13
+
+
+class GateSettings(_Section):
+    """Evaluation gate, infra check and approval before an alias moves."""
+
+    thresholds: tuple[MetricThreshold, ...] = (
+        MetricThreshold(
+            metric="roc_auc", greater_is_better=True, threshold=0.65, min_absolute_change=0.0
+        ),
+        MetricThreshold(
+            metric="log_loss", greater_is_better=False, threshold=0.6, min_relative_change=0.0
+        ),
+    )
+    infra_check_rows: int = Field(default=500, ge=1)
+    max_model_megabytes: float = Field(default=50.0, gt=0.0)
+    require_approval: bool = False
+
+
+class MlflowSettings(_Section):
+    """Tracking and registry; empty URIs mean the embedded SQLite backend under the state root."""
+
+    tracking_uri: str = ""
+    registry_uri: str = ""
+
+
 class AlertSettings(_Section):
     """Where failure alerts go: always the log and the alert file, optionally a webhook."""
 
@@ -96,6 +160,9 @@ class Settings(BaseSettings):
     validation: ValidationSettings = ValidationSettings()
     feast: FeastSettings = FeastSettings()
     alerts: AlertSettings = AlertSettings()
+    training: TrainingSettings = TrainingSettings()
+    gate: GateSettings = GateSettings()
+    mlflow: MlflowSettings = MlflowSettings()
 
     @model_validator(mode="after")
     def _absolute_paths(self) -> Settings:
@@ -104,52 +171,64 @@ class Settings(BaseSettings):
         return self
 
     # Paths of the state root: everything the pipeline writes lives below it.
-    @cached_property
+    @property
     def lake_root(self) -> Path:
         return self.state_root / "lake"
 
-    @cached_property
+    @property
     def raw_root(self) -> Path:
         return self.lake_root / "raw"
 
-    @cached_property
+    @property
     def validated_root(self) -> Path:
         return self.lake_root / "validated"
 
-    @cached_property
+    @property
     def quarantine_root(self) -> Path:
         return self.lake_root / "quarantine"
 
-    @cached_property
+    @property
     def feast_root(self) -> Path:
         return self.state_root / "feast"
 
-    @cached_property
+    @property
     def gx_state_root(self) -> Path:
         return self.state_root / "gx"
 
-    @cached_property
+    @property
     def data_docs_index(self) -> Path:
         return self.gx_state_root / "data_docs" / "index.html"
 
-    @cached_property
+    @property
+    def mlflow_root(self) -> Path:
+        return self.state_root / "mlflow"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow.tracking_uri or f"sqlite:///{self.mlflow_root / 'mlflow.db'}"
+
+    @property
+    def registry_uri(self) -> str:
+        return self.mlflow.registry_uri or self.tracking_uri
+
+    @property
     def airflow_home(self) -> Path:
         return self.state_root / "airflow"
 
-    @cached_property
+    @property
     def alerts_file(self) -> Path:
         return self.state_root / "alerts" / "alerts.jsonl"
 
     # Paths of the committed repository.
-    @cached_property
+    @property
     def feature_repo(self) -> Path:
         return self.project_root / "feature_repo"
 
-    @cached_property
+    @property
     def gx_context_root(self) -> Path:
         return self.project_root / "great_expectations"
 
-    @cached_property
+    @property
     def dags_folder(self) -> Path:
         return self.project_root / "dags"
 

@@ -273,6 +273,11 @@ def land_day(settings: Settings, day: date, fault: Fault | None = None) -> Path 
         table = pa.Table.from_pandas(
             inject_fault(frame, fault, day, cfg.seed), preserve_index=False
         )
+        if "event_timestamp" in table.column_names:
+            # Keep the landed unit (us) so only the injected fault differs from a clean day.
+            index = table.schema.get_field_index("event_timestamp")
+            unit = ACTIVITY_SCHEMA.field("event_timestamp").type
+            table = table.set_column(index, "event_timestamp", table.column(index).cast(unit))
     lake.write_table_atomic(table, target)
     if fault is Fault.CORRUPT_FILE:
         payload = target.read_bytes()

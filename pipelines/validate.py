@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -95,6 +96,55 @@ def expectation_parameters(settings: Settings, day: date) -> dict[str, Any]:
     }
 
 
+def run_checkpoint(
+    context: Any, checkpoint: str, frame: pd.DataFrame, parameters: dict[str, Any]
+) -> dict[str, Any]:
+    """Run a checkpoint on an in-memory frame; its result as a JSON-friendly dict."""
+    run = context.checkpoints.get(checkpoint).run(
+        batch_parameters={"dataframe": frame}, expectation_parameters=parameters
+    )
+    result = run.describe_dict()
+    # describe_dict() drops errors GE raised while computing a metric; keep their message.
+    for described, suite_result in zip(
+        result["validation_results"], run.run_results.values(), strict=True
+    ):
+        for item, outcome in zip(described["expectations"], suite_result.results, strict=True):
+            message = _nested_exception_message(outcome.exception_info or {})
+            if not item["success"] and message and "exception_info" not in item:
+                item["exception_info"] = {"raised_exception": True, "exception_message": message}
+    return result
+
+
+def _nested_exception_message(info: dict[str, Any]) -> str | None:
+    nested = [value.get("exception_message") for value in info.values() if isinstance(value, dict)]
+    return next((m for m in [info.get("exception_message"), *nested] if m), None)
+
+
+def validate_training_set(settings: Settings, frame: pd.DataFrame) -> dict[str, Any]:
+    """Check a point-in-time training set before any model sees it; raise naming failures."""
+    training = settings.training
+    checkpoint = settings.dataset.training_checkpoint
+    result = run_checkpoint(
+        gx_context(settings),
+        checkpoint,
+        frame,
+        {
+            "min_rows": training.min_rows,
+            "min_label_share": training.min_label_share,
+            "max_label_share": training.max_label_share,
+            "min_feature_coverage": training.min_feature_coverage,
+        },
+    )
+    if not result["success"]:
+        failures = failed_expectations(result)
+        listing = "\n".join(f"  - {failure}" for failure in failures)
+        raise ValidationFailedError(
+            f"training set of {len(frame)} rows failed {len(failures)} expectation(s) of "
+            f"checkpoint '{checkpoint}':\n{listing}\nData Docs: {settings.data_docs_index}"
+        )
+    return result
+
+
 def contract_columns(context: Any, suite_name: str) -> list[str]:
     """Columns the suite requires, in the order the suite names them."""
     suite = context.suites.get(suite_name)
@@ -170,11 +220,9 @@ def validate_partition(settings: Settings, day: date) -> ValidationOutcome:
         raise UnreadablePartitionError(f"{label} quarantined to {target}: {error}") from error
 
     context = gx_context(settings)
-    checkpoint = context.checkpoints.get(names.checkpoint)
-    result = checkpoint.run(
-        batch_parameters={"dataframe": table.to_pandas()},
-        expectation_parameters=expectation_parameters(settings, day),
-    ).describe_dict()
+    result = run_checkpoint(
+        context, names.checkpoint, table.to_pandas(), expectation_parameters(settings, day)
+    )
     docs = str(settings.data_docs_index)
     if not result["success"]:
         failures = failed_expectations(result)

@@ -1,0 +1,417 @@
+"""The validation gate: pass → stage → publish; fail → quarantine with a readable reason."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines import lake, synthetic, validate
+from pipelines.errors import (
+    DataQualityError,
+    NotLandedError,
+    UnreadablePartitionError,
+    ValidationFailedError,
+)
+from pipelines.settings import PROJECT_ROOT
+from pipelines.synthetic import Fault
+
+DAY = date(2026, 1, 1)
+
+# Per fault: the (expectation, column) pair that must fail, and phrases the message must hold.
+FAULT_REPORTS = {
+    Fault.MISSING_COLUMN: (
+        ("expect_table_columns_to_match_set", None),
+        [
+            "expect_table_columns_to_match_set: missing columns ['usage_minutes']",
+            "expect_column_values_to_not_be_null on column 'usage_minutes': column is missing",
+        ],
+    ),
+    Fault.WRONG_DTYPE: (
+        ("expect_column_values_to_be_in_type_list", "sessions"),
+        ["expect_column_values_to_be_in_type_list on column 'sessions'", "unexpected values"],
+    ),
+    Fault.NULLS: (
+        ("expect_column_values_to_not_be_null", "usage_minutes"),
+        ["expect_column_values_to_not_be_null on column 'usage_minutes'", "unexpected values"],
+    ),
+    Fault.OUT_OF_RANGE: (
+        ("expect_column_values_to_be_between", "usage_minutes"),
+        ["expect_column_values_to_be_between on column 'usage_minutes'", "unexpected values"],
+    ),
+    Fault.UNKNOWN_CATEGORY: (
+        ("expect_column_values_to_be_in_set", "plan"),
+        ["expect_column_values_to_be_in_set on column 'plan'", "platinum"],
+    ),
+    Fault.DUPLICATE_KEYS: (
+        ("expect_compound_columns_to_be_unique", "customer_id, event_timestamp"),
+        ["expect_compound_columns_to_be_unique on column 'customer_id, event_timestamp'"],
+    ),
+    Fault.TIMESTAMPS_OUTSIDE_DAY: (
+        ("expect_column_values_to_be_between", "event_timestamp"),
+        ["expect_column_values_to_be_between on column 'event_timestamp'", "2026-01-02T"],
+    ),
+    Fault.EMPTY: (
+        ("expect_table_row_count_to_be_between", None),
+        ["expect_table_row_count_to_be_between: observed 0"],
+    ),
+    Fault.CORRUPT_FILE: (None, ["cannot read parquet file", "Parquet magic bytes not found"]),
+}
+# The columns a single-column defect may make fail; MISSING_COLUMN and WRONG_DTYPE also
+# fail the other expectations on their column, which is fine, but never another column.
+FAULT_COLUMNS = {
+    Fault.MISSING_COLUMN: {None, "usage_minutes"},
+    Fault.WRONG_DTYPE: {"sessions"},
+    Fault.NULLS: {"usage_minutes"},
+    Fault.OUT_OF_RANGE: {"usage_minutes"},
+    Fault.UNKNOWN_CATEGORY: {"plan"},
+    Fault.DUPLICATE_KEYS: {"customer_id, event_timestamp"},
+    Fault.TIMESTAMPS_OUTSIDE_DAY: {"event_timestamp"},
+    Fault.EMPTY: {None},
+}
+REJECTING_FAULTS = sorted(FAULT_REPORTS, key=list(Fault).index)
+
+
+@pytest.fixture(scope="module")
+def suite_columns():
+    path = PROJECT_ROOT / "great_expectations" / "expectations" / "activity_partition.json"
+    suite = json.loads(path.read_text())
+    (columns,) = [
+        item["kwargs"]["column_set"]
+        for item in suite["expectations"]
+        if item["type"] == "expect_table_columns_to_match_set"
+    ]
+    return columns
+
+
+def raw(settings, day=DAY):
+    return lake.partition_file(settings.raw_root, "activity", day)
+
+
+def staged(settings, day=DAY):
+    return lake.partition_file(settings.lake_root / validate.STAGING_ZONE, "activity", day)
+
+
+def validated(settings, day=DAY):
+    return lake.partition_file(settings.validated_root, "activity", day)
+
+
+def quarantined(settings, day=DAY):
+    return lake.partition_dir(settings.quarantine_root, "activity", day)
+
+
+def test_every_rejecting_fault_has_an_expected_report():
+    assert set(REJECTING_FAULTS) == set(Fault) - {Fault.NOT_LANDED, Fault.EXTRA_COLUMN}
+
+
+def test_clean_partition_passes_is_staged_and_published(settings, suite_columns):
+    # Given a clean partition has landed
+    landed = synthetic.land_day(settings, DAY)
+    original = pq.read_table(landed)
+
+    # When it goes through the gate
+    outcome = validate.validate_partition(settings, DAY)
+
+    # Then it passes and is staged with exactly the contract's columns, not yet published
+    assert outcome.day == "2026-01-01"
+    assert outcome.rows == settings.synthetic.customers
+    assert outcome.extra_columns == []
+    assert outcome.staged_path == str(staged(settings))
+    assert pq.read_table(staged(settings)).equals(original.select(suite_columns))
+    assert not validated(settings).exists()
+    assert not settings.quarantine_root.exists()
+
+    # When it is published
+    published = validate.publish_partition(settings, DAY)
+
+    # Then it moved from staging into the validated zone, byte for byte the staged table
+    assert published == validated(settings)
+    assert not staged(settings).exists()
+    assert pq.read_table(published).equals(original.select(suite_columns))
+    assert lake.partition_days(settings.validated_root, "activity") == [DAY]
+    # And the raw file stays where it landed
+    assert raw(settings).exists()
+
+
+def test_publishing_without_a_staged_partition_is_an_error(settings):
+    # Given nothing was staged for the day
+    # When publishing it
+    # Then it fails loudly and names the staging path
+    with pytest.raises(FileNotFoundError, match="no staged partition"):
+        validate.publish_partition(settings, DAY)
+    assert not settings.validated_root.exists()
+
+
+def test_republishing_a_day_replaces_it(settings):
+    # Given a day was published once
+    synthetic.land_day(settings, DAY)
+    validate.validate_partition(settings, DAY)
+    validate.publish_partition(settings, DAY)
+    first = validated(settings).read_bytes()
+
+    # When it is validated and published again
+    validate.validate_partition(settings, DAY)
+    validate.publish_partition(settings, DAY)
+
+    # Then the validated zone holds the one file, same content
+    assert validated(settings).read_bytes() == first
+    assert sorted(p.name for p in validated(settings).parent.iterdir()) == ["part-0.parquet"]
+
+
+@pytest.mark.parametrize("fault", REJECTING_FAULTS, ids=str)
+def test_faulty_partition_is_rejected_and_quarantined(settings, fault):
+    # Given a good version of the day was already validated and published
+    synthetic.land_day(settings, DAY)
+    validate.validate_partition(settings, DAY)
+    good = validate.publish_partition(settings, DAY).read_bytes()
+    # And then a faulty version of the same day lands
+    synthetic.land_day(settings, DAY, fault)
+    bad = raw(settings).read_bytes()
+
+    # When the gate runs
+    expected_error = (
+        UnreadablePartitionError if fault is Fault.CORRUPT_FILE else ValidationFailedError
+    )
+    with pytest.raises(expected_error) as caught:
+        validate.validate_partition(settings, DAY)
+
+    # Then the error names the failed expectation and column, and where the file went
+    message = str(caught.value)
+    failure, phrases = FAULT_REPORTS[fault]
+    for phrase in phrases:
+        assert phrase in message, phrase
+    assert "activity date=2026-01-01" in message
+    assert str(quarantined(settings)) in message
+    assert isinstance(caught.value, DataQualityError)
+
+    # And the raw file moved into quarantine, its validation result beside it
+    assert not raw(settings).exists()
+    assert sorted(p.name for p in quarantined(settings).iterdir()) == [
+        "part-0.parquet",
+        "validation_result.json",
+    ]
+    assert (quarantined(settings) / "part-0.parquet").read_bytes() == bad
+    result = json.loads((quarantined(settings) / lake.RESULT_FILE).read_text())
+    assert result["success"] is False
+    if failure is not None:
+        failed = {(item["expectation"], item["column"]) for item in result["failed_expectations"]}
+        assert failure in failed
+        assert {column for _, column in failed} <= FAULT_COLUMNS[fault]
+        assert f"failed {len(failed)} expectation(s)" in message
+        assert str(settings.data_docs_index) in message
+    else:
+        assert "cannot read parquet file" in result["error"]
+
+    # And nothing was staged, and the published good version survived untouched
+    assert not staged(settings).exists()
+    assert validated(settings).read_bytes() == good
+    assert lake.partition_days(settings.validated_root, "activity") == [DAY]
+
+
+def test_partition_that_never_landed_raises_not_landed(settings):
+    # Given the day's activity never landed
+    assert synthetic.land_day(settings, DAY, Fault.NOT_LANDED) is None
+
+    # When the gate runs
+    with pytest.raises(NotLandedError) as caught:
+        validate.validate_partition(settings, DAY)
+
+    # Then the error names the path it expected, and is retryable (not a data-quality error)
+    assert str(raw(settings)) in str(caught.value)
+    assert "date=2026-01-01" in str(caught.value)
+    assert not isinstance(caught.value, DataQualityError)
+    # And nothing was quarantined, staged or published
+    assert not settings.quarantine_root.exists()
+    assert not staged(settings).exists()
+    assert not settings.validated_root.exists()
+
+
+def test_extra_column_passes_and_is_dropped(settings, suite_columns):
+    # Given a partition with a column the suite does not name
+    synthetic.land_day(settings, DAY, Fault.EXTRA_COLUMN)
+    assert "promo_code" in pq.read_schema(raw(settings)).names
+
+    # When it goes through the gate and is published
+    outcome = validate.validate_partition(settings, DAY)
+    staged_columns = pq.read_schema(staged(settings)).names
+    published = validate.publish_partition(settings, DAY)
+
+    # Then it passed, the extra column is reported, and only the contract's columns go on
+    assert outcome.extra_columns == ["promo_code"]
+    assert outcome.rows == settings.synthetic.customers
+    assert staged_columns == suite_columns
+    assert pq.read_schema(published).names == suite_columns
+    assert pq.read_schema(published).names == synthetic.ACTIVITY_SCHEMA.names
+    assert not settings.quarantine_root.exists()
+
+
+def test_data_docs_and_results_are_written_under_the_state_root(settings):
+    # Given the committed GE context
+    committed = sorted(
+        p.relative_to(settings.gx_context_root) for p in settings.gx_context_root.rglob("*")
+    )
+    synthetic.land_day(settings, DAY)
+
+    # When the gate runs
+    outcome = validate.validate_partition(settings, DAY)
+
+    # Then Data Docs and validation results live under the state root
+    assert settings.data_docs_index.is_file()
+    assert settings.data_docs_index.is_relative_to(settings.state_root)
+    assert outcome.data_docs == str(settings.data_docs_index)
+    assert "activity_partition" in settings.data_docs_index.read_text()
+    results = list((settings.gx_state_root / "validations").rglob("*.json"))
+    assert len(results) == 1
+    # And the committed context gained no files
+    assert committed == sorted(
+        p.relative_to(settings.gx_context_root) for p in settings.gx_context_root.rglob("*")
+    )
+
+
+def test_data_docs_are_written_for_failing_runs_too(settings):
+    # Given a faulty partition
+    synthetic.land_day(settings, DAY, Fault.NULLS)
+
+    # When the gate rejects it
+    with pytest.raises(ValidationFailedError):
+        validate.validate_partition(settings, DAY)
+
+    # Then Data Docs exist to look at
+    assert settings.data_docs_index.is_file()
+
+
+def test_expectation_parameters_bound_the_partition_day(settings):
+    # Given a partition day
+    # When the suite's run-time parameters are computed
+    parameters = validate.expectation_parameters(settings, DAY)
+
+    # Then they bound that UTC day and carry the row-count limits
+    assert parameters == {
+        "partition_start": datetime(2026, 1, 1, tzinfo=UTC),
+        "partition_end": datetime(2026, 1, 2, tzinfo=UTC),
+        "min_rows": settings.validation.min_rows,
+        "max_rows": settings.validation.max_rows,
+    }
+
+
+def test_contract_columns_come_from_the_suite(settings, suite_columns):
+    # Given the committed GE context
+    context = validate.gx_context(settings)
+
+    # When its contract is read, then the columns are the suite's, in the suite's order
+    assert validate.contract_columns(context, "activity_partition") == suite_columns
+
+
+# failed_expectations on a hand-made describe_dict() -----------------------------------------
+
+
+def _item(expectation, success=False, result=None, **kwargs):
+    return {
+        "expectation_type": expectation,
+        "success": success,
+        "kwargs": {"batch_id": "lake-activity", **kwargs},
+        "result": result or {},
+    }
+
+
+def test_failed_expectations_reads_a_describe_dict():
+    # Given a checkpoint result with passing and failing expectations of every shape
+    result = {
+        "success": False,
+        "validation_results": [
+            {
+                "success": False,
+                "expectations": [
+                    _item("expect_column_values_to_not_be_null", success=True, column="plan"),
+                    _item(
+                        "expect_column_values_to_be_between",
+                        column="usage_minutes",
+                        min_value=0,
+                    ),
+                    _item(
+                        "expect_table_columns_to_match_set",
+                        result={
+                            "observed_value": ["customer_id"],
+                            "details": {"mismatched": {"missing": ["usage_minutes"]}},
+                        },
+                        column_set=["customer_id", "usage_minutes"],
+                    ),
+                    _item(
+                        "expect_column_values_to_be_in_set",
+                        result={
+                            "unexpected_count": 3,
+                            "unexpected_percent": 1.5,
+                            "partial_unexpected_list": ["platinum", "gold", "platinum", "x"],
+                        },
+                        column="plan",
+                    ),
+                    _item(
+                        "expect_compound_columns_to_be_unique",
+                        result={"unexpected_count": 2, "unexpected_percent": 50.0},
+                        column_list=["customer_id", "event_timestamp"],
+                    ),
+                    _item("expect_table_row_count_to_be_between", result={"observed_value": 0}),
+                    {
+                        **_item("expect_column_values_to_be_in_type_list", column="sessions"),
+                        "exception_info": {
+                            "raised_exception": True,
+                            "exception_message": "types differ\nsecond line",
+                        },
+                    },
+                    _item("expect_column_mean_to_be_between", column="sessions"),
+                ],
+            },
+            {
+                "success": False,
+                "expectations": [
+                    _item("expect_column_values_to_not_be_null", column="region"),
+                ],
+            },
+        ],
+    }
+
+    # When its failures are listed
+    failures = validate.failed_expectations(result)
+
+    # Then every failed expectation appears once, in order, with its column and a reason
+    assert [(f.expectation, f.column) for f in failures] == [
+        ("expect_column_values_to_be_between", "usage_minutes"),
+        ("expect_table_columns_to_match_set", None),
+        ("expect_column_values_to_be_in_set", "plan"),
+        ("expect_compound_columns_to_be_unique", "customer_id, event_timestamp"),
+        ("expect_table_row_count_to_be_between", None),
+        ("expect_column_values_to_be_in_type_list", "sessions"),
+        ("expect_column_mean_to_be_between", "sessions"),
+        ("expect_column_values_to_not_be_null", "region"),
+    ]
+    details = [f.detail for f in failures]
+    assert details[0] == "column is missing"
+    assert details[1] == "missing columns ['usage_minutes']"
+    assert (
+        details[2] == "3 unexpected values (1.50% of rows), e.g. ['platinum', 'gold', 'platinum']"
+    )
+    assert details[3] == "2 unexpected values (50.00% of rows)"
+    assert details[4] == "observed 0"
+    assert details[5] == "could not be evaluated (types differ)"
+    assert details[6] == "failed"
+    # A missing column only explains failures in the same validation result.
+    assert details[7] == "failed"
+    assert str(failures[0]) == (
+        "expect_column_values_to_be_between on column 'usage_minutes': column is missing"
+    )
+    assert str(failures[4]) == "expect_table_row_count_to_be_between: observed 0"
+
+
+def test_failed_expectations_of_a_passing_result_is_empty():
+    # Given a result where everything passed
+    result = {
+        "success": True,
+        "validation_results": [
+            {"expectations": [_item("expect_column_values_to_not_be_null", True, column="plan")]}
+        ],
+    }
+
+    # When its failures are listed, then there are none
+    assert validate.failed_expectations(result) == []
