@@ -43,6 +43,25 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("day", type=date.fromisoformat, help="YYYY-MM-DD")
 
     commands.add_parser("apply", help="register the Feast repository (feast apply)")
+
+    train = commands.add_parser("train", help="build a training set, train, gate and promote")
+    train.add_argument("--start", help="first prediction day of the window (YYYY-MM-DD)")
+    train.add_argument("--end", help="last prediction day of the window (YYYY-MM-DD)")
+    train.add_argument("--reason", default="manual training from the command line")
+    train.add_argument(
+        "--hyperparameters", type=json.loads, default={}, help="JSON, e.g. '{\"max_depth\": 6}'"
+    )
+
+    registry = commands.add_parser("registry", help="the model registry's audit trail")
+    registry.add_argument("what", choices=["history"])
+
+    rollback = commands.add_parser("rollback", help="restore a previous champion")
+    rollback.add_argument("--to", dest="to_version", help="version (default: previous champion)")
+    rollback.add_argument("--reason", default="manual rollback from the command line")
+
+    infra = commands.add_parser("infra-check", help="load a version and score a sample (fresh)")
+    infra.add_argument("version")
+    infra.add_argument("sample", help="parquet file of feature rows")
     commands.add_parser("demo", help="run the demo timeline through Airflow")
     commands.add_parser("settings", help="print the effective settings as JSON")
     commands.add_parser("ui", help="start Airflow standalone (UI on :8080) with the project's DAGs")
@@ -67,6 +86,16 @@ def _run(args: argparse.Namespace) -> Any:
             settings = load_settings()
             features.apply_repo(settings)
             return str(features.write_feature_store_yaml(settings))
+        case "train":
+            return jobs.train_and_gate(
+                date.today(), args.start, args.end, args.hyperparameters, args.reason, _actor()
+            )
+        case "registry":
+            return jobs.registry_history()
+        case "rollback":
+            return jobs.rollback(args.to_version, args.reason, _actor(), "cli")
+        case "infra-check":
+            return jobs.infra_check_here(args.version, args.sample)
         case "settings":
             return json.loads(load_settings().model_dump_json())
         case "demo":
@@ -86,6 +115,10 @@ def _print_login(settings: Settings) -> None:
     else:
         print(f"log in as 'admin' with the password printed below (then kept in {passwords})")
     sys.stdout.flush()
+
+
+def _actor() -> str:
+    return os.environ.get("USER") or os.environ.get("LOGNAME") or "cli"
 
 
 def _exec_airflow(args: list[str]) -> None:
@@ -113,5 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     if result is not None:
-        print(json.dumps(result, indent=2, default=str))
+        # One line for machines (the infra check is parsed by its parent), indented for people.
+        indent = None if args.command == "infra-check" else 2
+        print(json.dumps(result, indent=indent, default=str))
     return 0

@@ -28,3 +28,7 @@ class NotLandedError(PipelineError):
 
 class ConfigurationError(PipelineError):
     """Settings or repository objects are inconsistent."""
+
+
+class PromotionError(PipelineError):
+    """An alias could not be moved safely (e.g. the champion changed underneath)."""

@@ -114,7 +114,7 @@ def _partition_files(settings: Settings, start: datetime, end: datetime) -> list
     return [path for path in files if path.exists()]
 
 
-def latest_rows(
+def window_rows(
     files: list[Path],
     entity: str,
     timestamp: str,
@@ -122,14 +122,19 @@ def latest_rows(
     start: datetime,
     end: datetime,
 ) -> pa.Table:
-    """Latest row per entity among rows with start <= timestamp <= end (Feast's file semantics)."""
+    """Rows of `files` with start <= timestamp <= end (Feast's file-source bounds)."""
     if not files:
         return pa.table({})
     dataset = ds.dataset([str(path) for path in files], format="parquet")
-    window = (ds.field(timestamp) >= pa.scalar(start, pa.timestamp("us", tz="UTC"))) & (
-        ds.field(timestamp) <= pa.scalar(end, pa.timestamp("us", tz="UTC"))
+    bound = pa.timestamp("us", tz="UTC")
+    window = (ds.field(timestamp) >= pa.scalar(start, bound)) & (
+        ds.field(timestamp) <= pa.scalar(end, bound)
     )
-    table = dataset.to_table(columns=[entity, timestamp, *columns], filter=window)
+    return dataset.to_table(columns=[entity, timestamp, *columns], filter=window)
+
+
+def latest_per_entity(table: pa.Table, entity: str, timestamp: str) -> pa.Table:
+    """The latest row of each entity (Feast keeps the last row after sorting by time)."""
     if table.num_rows == 0:
         return table
     ordered = table.sort_by([(entity, "ascending"), (timestamp, "ascending")])
@@ -138,6 +143,20 @@ def latest_rows(
     is_last = pc.not_equal(keys.slice(0, len(keys) - 1), keys.slice(1))
     mask = pa.concat_arrays([is_last.combine_chunks(), pa.array([True])])
     return ordered.filter(mask)
+
+
+def latest_rows(
+    files: list[Path],
+    entity: str,
+    timestamp: str,
+    columns: list[str],
+    start: datetime,
+    end: datetime,
+) -> pa.Table:
+    """Latest row per entity among rows with start <= timestamp <= end."""
+    return latest_per_entity(
+        window_rows(files, entity, timestamp, columns, start, end), entity, timestamp
+    )
 
 
 def materialize_window(
@@ -149,7 +168,8 @@ def materialize_window(
     view = store.get_feature_view(names.feature_view)
     files = _partition_files(settings, start, end)
     features = [field.name for field in view.features]
-    latest = latest_rows(files, names.entity, names.timestamp, features, start, end)
+    rows = window_rows(files, names.entity, names.timestamp, features, start, end)
+    latest = latest_per_entity(rows, names.entity, names.timestamp)
     batch_rows = settings.feast.online_write_batch_rows
     for offset in range(0, latest.num_rows, batch_rows):
         chunk = latest.slice(offset, batch_rows).to_pandas()
@@ -160,7 +180,7 @@ def materialize_window(
         start=start.isoformat(),
         end=end.isoformat(),
         partitions=[path.parent.name for path in files],
-        rows_read=latest.num_rows,
+        rows_read=rows.num_rows,
         entities_written=latest.num_rows,
     )
     log.info("materialized %s", result)

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any
 
-from pipelines import features, synthetic, validate
-from pipelines.settings import load_settings
+import pandas as pd
+import pyarrow as pa
+
+from pipelines import features, lake, promote, synthetic, train, validate
+from pipelines.errors import ConfigurationError
+from pipelines.settings import Settings, load_settings
 
 
 def _day(value: str | date | datetime) -> date:
@@ -68,3 +73,151 @@ def generate(
         path = synthetic.land_day(settings, day, injected)
         landed.append(str(path) if path else f"{day.isoformat()}: not landed")
     return landed
+
+
+def _training_set_path(settings: Settings, as_of: date, digest: str) -> Path:
+    return settings.state_root / "training_sets" / f"as_of={as_of.isoformat()}-{digest}.parquet"
+
+
+def build_training_set(
+    as_of: str | date | datetime,
+    prediction_start: str | None = None,
+    prediction_end: str | None = None,
+) -> dict[str, Any]:
+    """Labels known on `as_of` joined point-in-time with the feature service, validated, saved."""
+    settings = load_settings()
+    start = _day(prediction_start) if prediction_start else None
+    end = _day(prediction_end) if prediction_end else None
+    if start and end and start > end:
+        raise ConfigurationError(
+            f"training window starts after it ends: {start.isoformat()} > {end.isoformat()}"
+        )
+    store = features.apply_repo(settings)
+    labels = features.load_labels(settings, _day(as_of), None, start, end)
+    frame = features.training_set(settings, labels, store)
+    validate.validate_training_set(settings, frame)
+    path = _training_set_path(settings, _day(as_of), train.fingerprint(frame))
+    lake.write_table_atomic(pa.Table.from_pandas(frame, preserve_index=False), path)
+    stamps = frame[settings.dataset.timestamp]
+    return {
+        "path": str(path),
+        "rows": len(frame),
+        "label_share": float(frame[settings.dataset.label].mean()),
+        "start": stamps.min().isoformat(),
+        "end": stamps.max().isoformat(),
+    }
+
+
+def train_model(
+    training_set_path: str,
+    hyperparameters: dict[str, Any] | None = None,
+    tags: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Train and register a candidate from a saved training set."""
+    frame = pd.read_parquet(training_set_path)
+    return asdict(train.train_and_register(load_settings(), frame, hyperparameters, tags))
+
+
+def _holdout(settings: Settings, training_set_path: str) -> pd.DataFrame:
+    frame = pd.read_parquet(training_set_path)
+    training = settings.training
+    return train.split_by_time(
+        frame, settings.dataset.timestamp, training.validation_share, training.holdout_share
+    ).holdout
+
+
+def evaluate_candidate(
+    training_set_path: str, version: str, gate_overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Gate the candidate against the champion on the training set's holdout days."""
+    settings = load_settings()
+    holdout = _holdout(settings, training_set_path)
+    return asdict(promote.evaluate(settings, version, holdout, gate_overrides))
+
+
+def check_infra(training_set_path: str, version: str) -> dict[str, Any]:
+    """Load the candidate from the registry in a fresh process and score holdout rows."""
+    settings = load_settings()
+    sample = _holdout(settings, training_set_path).head(settings.gate.infra_check_rows)
+    return asdict(promote.infra_check(settings, version, sample, settings.state_root / "infra"))
+
+
+def promote_candidate(
+    version: str, expected_champion: str | None, reason: str, actor: str, source: str = ""
+) -> list[dict[str, Any]]:
+    """Move `champion` to the candidate (the old one becomes `previous_champion`)."""
+    moves = promote.promote(load_settings(), version, expected_champion, reason, actor, source)
+    return [asdict(move) for move in moves]
+
+
+def reject_candidate(version: str, reason: str, actor: str, source: str = "") -> dict[str, Any]:
+    """Keep the champion; label the candidate `challenger` with the reason."""
+    return asdict(promote.reject(load_settings(), version, reason, actor, source))
+
+
+def rollback(
+    to_version: str | None, reason: str, actor: str, source: str = ""
+) -> list[dict[str, Any]]:
+    """Restore a previous champion (default: `previous_champion`)."""
+    moves = promote.rollback(load_settings(), to_version, reason, actor, source)
+    return [asdict(move) for move in moves]
+
+
+def registry_history() -> list[dict[str, Any]]:
+    """The audit trail of every alias move, oldest first."""
+    return [asdict(move) for move in promote.history(load_settings())]
+
+
+def infra_check_here(version: str, sample_path: str) -> dict[str, Any]:
+    """The infra check's scoring, in the current (fresh) process."""
+    return asdict(promote.score_sample_here(load_settings(), version, Path(sample_path)))
+
+
+def trigger_reason(default: str, triggering_asset_events: Any) -> str:
+    """The reason carried by the asset events that triggered the run, else `default`."""
+    reasons = [
+        str(event.extra["reason"])
+        for events in (triggering_asset_events or {}).values()
+        for event in events
+        if (event.extra or {}).get("reason")
+    ]
+    return "; ".join(reasons) or default
+
+
+def promotion_route(gate: dict[str, Any], infra: dict[str, Any]) -> str | list[str]:
+    """Task ids the training DAG follows after the gate and the infra check."""
+    if not (gate["passed"] and infra["passed"]):
+        return "reject"
+    return ["approve", "promote"] if load_settings().gate.require_approval else "promote"
+
+
+def rejection_reason(gate: dict[str, Any], infra: dict[str, Any]) -> str:
+    """Why a candidate was not promoted, in one line."""
+    reasons = [] if gate["passed"] else [f"gate: {'; '.join(gate['reasons'])}"]
+    if not infra["passed"]:
+        reasons.append(f"infra check: {infra['detail']}")
+    return " | ".join(reasons) or "not approved"
+
+
+def train_and_gate(
+    as_of: str | date | datetime,
+    prediction_start: str | None,
+    prediction_end: str | None,
+    hyperparameters: dict[str, Any] | None,
+    reason: str,
+    actor: str,
+) -> dict[str, Any]:
+    """The training DAG's steps in one process (for the CLI), with the same functions."""
+    training_set = build_training_set(as_of, prediction_start, prediction_end)
+    candidate = train_model(training_set["path"], hyperparameters, {"reason": reason})
+    gate = evaluate_candidate(training_set["path"], candidate["version"])
+    infra = check_infra(training_set["path"], candidate["version"])
+    if promotion_route(gate, infra) == "reject":
+        outcome: Any = reject_candidate(
+            candidate["version"], rejection_reason(gate, infra), actor, "cli"
+        )
+    else:
+        outcome = promote_candidate(
+            candidate["version"], gate["champion_version"], reason, actor, "cli"
+        )
+    return {"candidate": candidate, "gate": gate, "infra_check": infra, "outcome": outcome}

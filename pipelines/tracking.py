@@ -1,0 +1,51 @@
+"""MLflow handles: tracking and registry URIs from settings, experiments, code version."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from pipelines.settings import Settings
+
+
+def mlflow_client(settings: Settings) -> Any:
+    """Point MLflow at the settings' tracking and registry URIs; return a client."""
+    # The pipeline runs on closed networks: never phone home.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+    from mlflow import MlflowClient
+
+    if settings.tracking_uri.startswith("sqlite:"):
+        settings.mlflow_root.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.registry_uri)
+    return MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri)
+
+
+def experiment_id(settings: Settings, name: str) -> str:
+    """The experiment's id, created on first use (artifacts under the state root when embedded)."""
+    client = mlflow_client(settings)
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return existing.experiment_id
+    location = None
+    if settings.tracking_uri.startswith("sqlite:"):
+        location = (settings.mlflow_root / "artifacts" / name).as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+def code_version(root: Path) -> str | None:
+    """Git commit of the code that runs, or None outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
