@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo airflow test lint format bench lock clean
+.PHONY: setup demo airflow mlflow test lint format bench lock clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,9 @@ demo: $(STAMP)
 
 airflow: $(STAMP)
 	$(PY) -m pipelines ui
+
+mlflow: $(STAMP)
+	$(PY) -m pipelines mlflow-ui
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -18,6 +18,7 @@ import logging
 import os
 import sys
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from pipelines import synthetic
@@ -65,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("demo", help="run the demo timeline through Airflow")
     commands.add_parser("settings", help="print the effective settings as JSON")
     commands.add_parser("ui", help="start Airflow standalone (UI on :8080) with the project's DAGs")
+    commands.add_parser("mlflow-ui", help="start the MLflow UI (:5000) on the embedded backend")
     airflow = commands.add_parser("airflow", help="run an airflow command on the project's home")
     airflow.add_argument("args", nargs=argparse.REMAINDER)
     return parser
@@ -121,6 +123,24 @@ def _actor() -> str:
     return os.environ.get("USER") or os.environ.get("LOGNAME") or "cli"
 
 
+def _exec_mlflow_ui(settings: Settings) -> None:
+    print("MLflow UI: http://127.0.0.1:5000  (stop with Ctrl-C)", flush=True)
+    command = [
+        str(Path(sys.executable).with_name("mlflow")),
+        "ui",
+        "--backend-store-uri",
+        settings.tracking_uri,
+        "--registry-store-uri",
+        settings.registry_uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "5000",
+    ]
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.execv(command[0], command)
+
+
 def _exec_airflow(args: list[str]) -> None:
     from pipelines import orchestrator
 
@@ -140,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         _exec_airflow(args.args)
     if args.command == "ui":
         _exec_airflow(["standalone"])
+    if args.command == "mlflow-ui":
+        _exec_mlflow_ui(load_settings())
     try:
         result = _run(args)
     except PipelineError as error:

@@ -1,10 +1,11 @@
-"""The demo: a few simulated nights of the feature pipeline, run through Airflow.
+"""The demo: simulated nights of the pipeline, run through Airflow, then the first champion.
 
 Days of raw activity land in the lake; one of them lands broken. Each night
 runs the real `feature_pipeline` DAG (Airflow's `dag.test()` on the embedded
 metadata database): the broken day is stopped at the validation gate and
-quarantined, then re-landed corrected and re-run. The summary says where to
-look at the results.
+quarantined, then re-landed corrected and re-run. Once labels have arrived
+(they lag by `label_delay_days`), the `training` DAG trains a model, gates it
+and promotes the first champion. The summary says where to look at the results.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pyarrow.parquet as pq
 
-from pipelines import lake, orchestrator, synthetic
+from pipelines import lake, orchestrator, promote, synthetic
 from pipelines.settings import Settings
 
 BROKEN_DAY_INDEX = 2
@@ -86,8 +87,25 @@ def run(settings: Settings) -> list[NightSummary]:
         if broken:
             synthetic.land_day(settings, day)
             nights.append(_night(settings, dag, day, "re-landed"))
+    print("training the first model through the `training` DAG ...", flush=True)
+    last = days[-1] + timedelta(days=1)
+    training = orchestrator.run_dag(
+        orchestrator.load_dag(settings, "training"),
+        datetime(last.year, last.month, last.day, tzinfo=UTC),
+        {"reason": "demo: first champion"},
+    )
+    print(f"  training: {training.state} ({_decision(training)})", flush=True)
     _print_summary(settings, nights)
     return nights
+
+
+def _decision(outcome: orchestrator.DagRunOutcome) -> str:
+    if outcome.tasks.get("promote") == "success":
+        return "promoted"
+    if outcome.tasks.get("reject") == "success":
+        return "rejected"
+    failed = [task for task, state in outcome.tasks.items() if state == "failed"]
+    return f"failed at {', '.join(failed)}" if failed else outcome.state
 
 
 def _print_summary(settings: Settings, nights: list[NightSummary]) -> None:
@@ -98,6 +116,12 @@ def _print_summary(settings: Settings, nights: list[NightSummary]) -> None:
             f"{night.rows_validated:>14}  {'yes' if night.quarantined else 'no'}"
         )
     print(f"\nonline store holds {_online_entities(settings)} customers' latest features.")
+    print("\nmodel registry audit trail:")
+    for move in promote.history(settings):
+        print(
+            f"  {move.when[:19]}  {move.action:<8} {move.alias:<18} "
+            f"v{move.from_version or '-'} -> v{move.to_version or '-'}  ({move.reason})"
+        )
     print("\nwhere to look:")
     print(f"  Data Docs (every validation): file://{settings.data_docs_index}")
     print(f"  quarantined partitions:       {settings.quarantine_root}")
@@ -110,3 +134,5 @@ def _print_summary(settings: Settings, nights: list[NightSummary]) -> None:
     )
     print(f"  alerts raised:                {settings.alerts_file}")
     print("  DAG runs in the Airflow UI:   make airflow")
+    print("  MLflow UI (runs, registry):   make mlflow   (http://127.0.0.1:5000)")
+    print("  registry history:             .venv/bin/python -m pipelines registry history")

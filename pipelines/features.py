@@ -239,4 +239,9 @@ def training_set(
     service = store.get_feature_service(settings.dataset.feature_service)
     joined = store.get_historical_features(entity_df=labels, features=service).to_df()
     names = settings.dataset
+    # Feast's file store drops a label whose rows all fall outside its TTL window;
+    # keep every label, with missing features, so the training-set suite sees it.
+    keys = [names.entity, names.timestamp]
+    added = [column for column in joined.columns if column not in labels.columns]
+    joined = labels.merge(joined[[*keys, *added]].drop_duplicates(keys), on=keys, how="left")
     return joined.sort_values([names.timestamp, names.entity], kind="stable").reset_index(drop=True)

@@ -6,6 +6,7 @@ must run before anything imports `airflow` in this process.
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -69,8 +70,15 @@ def load_dag(settings: Settings, dag_id: str) -> Any:
 
 
 def run_dag(dag: Any, logical_date: datetime, conf: dict[str, Any] | None = None) -> DagRunOutcome:
-    """Run a DAG once with Airflow's `dag.test()` and report how it ended."""
-    run = dag.test(logical_date=logical_date, run_conf=conf)
+    """Run a DAG once with Airflow's `dag.test()` and report how it ended.
+
+    In-process task runs write a run's `conf` into the Param objects of the DAG
+    they parsed, so a later run would inherit it. Every run therefore gets a
+    full conf (each Param's declared default, then `conf`) on a pristine copy.
+    """
+    pristine = copy.deepcopy(dag)
+    defaults = {key: copy.deepcopy(pristine.params[key]) for key in pristine.params}
+    run = pristine.test(logical_date=logical_date, run_conf={**defaults, **(conf or {})})
     interval_start = run.data_interval_start
     return DagRunOutcome(
         dag_id=run.dag_id,

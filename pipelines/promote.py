@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import subprocess
 import sys
@@ -70,6 +71,15 @@ class AliasMove:
     source: str
 
 
+def _at_least(value: float, bound: float) -> bool:
+    # A tolerance keeps "exactly at the bound" passing despite float rounding.
+    return value >= bound or math.isclose(value, bound, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def _at_most(value: float, bound: float) -> bool:
+    return value <= bound or math.isclose(value, bound, rel_tol=1e-9, abs_tol=1e-12)
+
+
 def check_thresholds(
     candidate: dict[str, float],
     champion: dict[str, float] | None,
@@ -79,7 +89,7 @@ def check_thresholds(
     failures = []
     for rule in thresholds:
         value = candidate[rule.metric]
-        better = (lambda a, b: a >= b) if rule.greater_is_better else (lambda a, b: a <= b)
+        better = _at_least if rule.greater_is_better else _at_most
         word = "at least" if rule.greater_is_better else "at most"
         if rule.threshold is not None and not better(value, rule.threshold):
             failures.append(f"{rule.metric} {value:.4f} is not {word} {rule.threshold:.4f}")
@@ -230,6 +240,16 @@ def score_sample_here(settings: Settings, version: str, sample_path: Path) -> In
     return InfraCheck(not problems, len(scores), round(megabytes, 3), detail)
 
 
+def _require_version(settings: Settings, version: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    name = settings.training.model_name
+    try:
+        tracking.mlflow_client(settings).get_model_version(name, version)
+    except MlflowException as error:
+        raise PromotionError(f"{name} v{version} is not a registered version") from error
+
+
 @contextmanager
 def registry_lock(settings: Settings) -> Iterator[None]:
     """Serialize alias moves across processes on this host."""
@@ -301,7 +321,10 @@ def promote(
     against a model that is no longer serving, so its verdict is stale.
     """
     with registry_lock(settings):
+        _require_version(settings, version)
         current = alias_version(settings, CHAMPION)
+        if current == version:
+            raise PromotionError(f"v{version} is already the champion")
         if current != expected_champion:
             raise PromotionError(
                 f"champion moved from v{expected_champion} to v{current} while v{version} was "
@@ -323,6 +346,7 @@ def reject(
 ) -> AliasMove:
     """Keep the champion; the candidate becomes the `challenger`, with the reason recorded."""
     with registry_lock(settings):
+        _require_version(settings, version)
         client = tracking.mlflow_client(settings)
         client.set_model_version_tag(
             settings.training.model_name, version, "rejected_because", reason
@@ -341,8 +365,7 @@ def rollback(
             raise PromotionError("no previous champion to roll back to; name a version")
         if target == current:
             raise PromotionError(f"v{target} is already the champion")
-        client = tracking.mlflow_client(settings)
-        client.get_model_version(settings.training.model_name, target)  # must exist
+        _require_version(settings, target)
         moves = [_move(settings, "rollback", CHAMPION, target, reason, actor, source)]
         if current is not None:
             moves.append(

@@ -45,7 +45,7 @@ class SyntheticSettings(_Section):
     seed: int = 7
     customers: int = Field(default=5_000, ge=1)
     start_date: date = date(2026, 1, 1)
-    days: int = Field(default=7, ge=1)
+    days: int = Field(default=45, ge=1)
     label_delay_days: int = Field(default=30, ge=0)
     drift_start: date | None = None
     drift_features: tuple[str, ...] = ("usage_minutes", "sessions")

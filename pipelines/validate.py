@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -195,7 +196,8 @@ def _detail(item: dict[str, Any]) -> str:
             f"({outcome.get('unexpected_percent', 0):.2f}% of rows){shown}"
         )
     if "observed_value" in outcome:
-        return f"observed {outcome['observed_value']!r}"
+        observed = outcome["observed_value"]
+        return f"observed {observed.item() if isinstance(observed, np.generic) else observed!r}"
     return "failed"
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+import pyarrow as pa
 import pytest
 
-from pipelines import orchestrator
+from pipelines import lake, orchestrator, synthetic
 from pipelines.settings import load_settings
 
 
@@ -18,3 +21,37 @@ def airflow_db() -> None:
 def feature_dag(airflow_db):
     """The `feature_pipeline` DAG as the scheduler would parse it."""
     return orchestrator.load_dag(load_settings(), "feature_pipeline")
+
+
+@pytest.fixture(scope="module")
+def labelled_world(tmp_path_factory):
+    """A state root with 45 validated days of 500 customers, so 15 days carry labels.
+
+    Partitions go straight into the validated zone: these tests are about training,
+    and the gate has its own tests.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLOPS_STATE_ROOT", str(tmp_path_factory.mktemp("world") / "state"))
+        patch.setenv("MLOPS_SYNTHETIC__CUSTOMERS", "500")
+        settings = load_settings()
+        for offset in range(45):
+            day = settings.synthetic.start_date + timedelta(days=offset)
+            synthetic.land_day(settings, day)
+            frame = synthetic.activity(settings.synthetic, day)
+            lake.write_table_atomic(
+                pa.Table.from_pandas(frame, schema=synthetic.ACTIVITY_SCHEMA, preserve_index=False),
+                lake.partition_file(settings.validated_root, settings.dataset.raw_dataset, day),
+            )
+        yield patch, settings
+
+
+@pytest.fixture(scope="session")
+def training_dag(airflow_db):
+    """The `training` DAG as the scheduler would parse it."""
+    return orchestrator.load_dag(load_settings(), "training")
+
+
+@pytest.fixture(scope="session")
+def rollback_dag(airflow_db):
+    """The `model_rollback` DAG as the scheduler would parse it."""
+    return orchestrator.load_dag(load_settings(), "model_rollback")

@@ -62,3 +62,19 @@ def test_settings_are_printed_as_json(settings):
     result = _cli("settings")
 
     assert json.loads(result.stdout)["state_root"] == str(settings.state_root)
+
+
+def test_promotion_route_follows_gate_infra_check_and_approval_setting(settings, monkeypatch):
+    from pipelines import jobs
+
+    passed, failed = {"passed": True, "reasons": []}, {"passed": False, "reasons": ["worse"]}
+    infra_ok = {"passed": True, "detail": "ok"}
+
+    assert jobs.promotion_route(passed, infra_ok) == "promote"
+    assert jobs.promotion_route(failed, infra_ok) == "reject"
+    assert jobs.promotion_route(passed, {"passed": False, "detail": "too big"}) == "reject"
+    monkeypatch.setenv("MLOPS_GATE__REQUIRE_APPROVAL", "true")
+    assert jobs.promotion_route(passed, infra_ok) == ["approve", "promote"]
+    assert jobs.rejection_reason(failed, {"passed": False, "detail": "too big"}) == (
+        "gate: worse | infra check: too big"
+    )
