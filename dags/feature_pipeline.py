@@ -65,7 +65,7 @@ def _alert_on_failure(context: Any) -> None:
                 )
             ]
         ),
-        "on_failure_callback": _alert_on_failure,
+        "on_failure_callback": [_alert_on_failure],
     },
 )
 def feature_pipeline() -> None:

@@ -51,7 +51,7 @@ def _alert_on_failure(context: Any) -> None:
         "owner": "ml-platform",
         "retries": 1,
         "retry_delay": timedelta(minutes=1),
-        "on_failure_callback": _alert_on_failure,
+        "on_failure_callback": [_alert_on_failure],
     },
 )
 def model_rollback() -> None:

@@ -141,7 +141,7 @@ def _alert_on_failure(context: Any) -> None:
                 )
             ]
         ),
-        "on_failure_callback": _alert_on_failure,
+        "on_failure_callback": [_alert_on_failure],
     },
 )
 def training() -> None:

@@ -32,3 +32,11 @@ class ConfigurationError(PipelineError):
 
 class PromotionError(PipelineError):
     """An alias could not be moved safely (e.g. the champion changed underneath)."""
+
+
+class NoChampionError(PipelineError):
+    """Scoring was asked for, but no model holds the alias it scores with."""
+
+
+class NoFeaturesError(DataQualityError):
+    """No validated features exist in the window a night would be scored from."""

@@ -106,7 +106,8 @@ def materialization_window(
     return interval_start - settings.feast.materialize_overlap, interval_end
 
 
-def _partition_files(settings: Settings, start: datetime, end: datetime) -> list[Path]:
+def partition_files(settings: Settings, start: datetime, end: datetime) -> list[Path]:
+    """Validated partition files that can hold rows with start <= ts <= end."""
     names = settings.dataset
     first, last = start.astimezone(UTC).date(), end.astimezone(UTC).date()
     days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
@@ -166,7 +167,7 @@ def materialize_window(
     store = store or feature_store(settings)
     names = settings.dataset
     view = store.get_feature_view(names.feature_view)
-    files = _partition_files(settings, start, end)
+    files = partition_files(settings, start, end)
     features = [field.name for field in view.features]
     rows = window_rows(files, names.entity, names.timestamp, features, start, end)
     latest = latest_per_entity(rows, names.entity, names.timestamp)

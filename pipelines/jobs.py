@@ -6,17 +6,20 @@ a small dict or string that fits in an XCom.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 
-from pipelines import features, lake, promote, synthetic, train, validate
+from pipelines import features, lake, promote, score, synthetic, train, validate
 from pipelines.errors import ConfigurationError
 from pipelines.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
 
 
 def _day(value: str | date | datetime) -> date:
@@ -221,3 +224,44 @@ def train_and_gate(
             candidate["version"], gate["champion_version"], reason, actor, "cli"
         )
     return {"candidate": candidate, "gate": gate, "infra_check": infra, "outcome": outcome}
+
+
+def scoring_day(requested: str | None, triggering_asset_events: Any, run_after: datetime) -> date:
+    """The night to score: the form's date, else the latest `features` event's, else yesterday."""
+    if requested:
+        return _day(requested)
+    days = [
+        _day(str(event.extra["date"]))
+        for events in (triggering_asset_events or {}).values()
+        for event in events
+        if (event.extra or {}).get("date")
+    ]
+    return max(days) if days else _day(run_after) - timedelta(days=1)
+
+
+def plan_scoring(
+    requested: str | None, triggering_asset_events: Any, run_after: datetime
+) -> dict[str, Any]:
+    """Fix the champion version and the shards of a night's scoring."""
+    day = scoring_day(requested, triggering_asset_events, run_after)
+    return asdict(score.plan(load_settings(), day))
+
+
+def score_shard(scoring: dict[str, Any], shard: dict[str, int]) -> dict[str, Any]:
+    """Score one shard of a night with the planned model version."""
+    return score.score_shard(load_settings(), score.ScoringPlan(**scoring), shard)
+
+
+def publish_predictions(scoring: dict[str, Any]) -> dict[str, Any]:
+    """Publish a night's scored shards as one partition, atomically."""
+    return score.publish(load_settings(), score.ScoringPlan(**scoring))
+
+
+def shadow_score(scoring: dict[str, Any]) -> dict[str, Any]:
+    """Shadow-score the challenger; a failure is reported, never raised."""
+    settings = load_settings()
+    try:
+        return score.shadow_score(settings, score.ScoringPlan(**scoring))
+    except Exception as error:  # the champion's predictions are already out
+        log.warning("shadow scoring of %s failed: %s", scoring["day"], error)
+        return {"status": "failed", "error": f"{type(error).__name__}: {error}"}

@@ -36,12 +36,12 @@ def _aside(target: Path) -> Path:
     return target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
 
 
-def write_table_atomic(table: pa.Table, target: Path) -> Path:
+def write_table_atomic(table: pa.Table, target: Path, row_group_rows: int | None = None) -> Path:
     """Write a parquet file aside, fsync it, then rename it over `target`."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = _aside(target)
     try:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_rows)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)

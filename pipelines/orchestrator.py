@@ -6,7 +6,6 @@ must run before anything imports `airflow` in this process.
 
 from __future__ import annotations
 
-import copy
 import os
 import subprocess
 import sys
@@ -58,10 +57,12 @@ def migrate_metadata_db() -> None:
 
 
 def load_dag(settings: Settings, dag_id: str) -> Any:
-    """Parse the DAGs folder and return one DAG; import errors are raised, not hidden."""
+    """Parse one DAG afresh; import errors are raised, not hidden."""
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(settings.dags_folder))
+    # By convention a DAG lives in `dags/<dag_id>.py`: parse only that file when it exists.
+    single = settings.dags_folder / f"{dag_id}.py"
+    bag = DagBag(dag_folder=str(single if single.exists() else settings.dags_folder))
     if bag.import_errors:
         raise RuntimeError(f"DAG import errors: {bag.import_errors}")
     if dag_id not in bag.dags:
@@ -72,13 +73,10 @@ def load_dag(settings: Settings, dag_id: str) -> Any:
 def run_dag(dag: Any, logical_date: datetime, conf: dict[str, Any] | None = None) -> DagRunOutcome:
     """Run a DAG once with Airflow's `dag.test()` and report how it ended.
 
-    In-process task runs write a run's `conf` into the Param objects of the DAG
-    they parsed, so a later run would inherit it. Every run therefore gets a
-    full conf (each Param's declared default, then `conf`) on a pristine copy.
+    In-process task runs write a run's `conf` into the DAG's Param objects, so
+    run a freshly loaded DAG (`load_dag`) whenever the params matter.
     """
-    pristine = copy.deepcopy(dag)
-    defaults = {key: copy.deepcopy(pristine.params[key]) for key in pristine.params}
-    run = pristine.test(logical_date=logical_date, run_conf={**defaults, **(conf or {})})
+    run = dag.test(logical_date=logical_date, run_conf=conf)
     interval_start = run.data_interval_start
     return DagRunOutcome(
         dag_id=run.dag_id,

@@ -128,6 +128,18 @@ class GateSettings(_Section):
     require_approval: bool = False
 
 
+class ScoringSettings(_Section):
+    """Nightly batch scoring: output names, decision threshold and sharding."""
+
+    score_column: str = "churn_probability"
+    predicted_label_column: str = "churn_predicted"
+    threshold: float = Field(default=0.3, gt=0.0, lt=1.0)
+    shard_rows: int = Field(default=250_000, ge=1)
+    max_shards: int = Field(default=32, ge=1)
+    read_batch_rows: int = Field(default=65_536, ge=1_024)
+    shadow: bool = True
+
+
 class MlflowSettings(_Section):
     """Tracking and registry; empty URIs mean the embedded SQLite backend under the state root."""
 
@@ -162,6 +174,7 @@ class Settings(BaseSettings):
     alerts: AlertSettings = AlertSettings()
     training: TrainingSettings = TrainingSettings()
     gate: GateSettings = GateSettings()
+    scoring: ScoringSettings = ScoringSettings()
     mlflow: MlflowSettings = MlflowSettings()
 
     @model_validator(mode="after")

@@ -1,0 +1,128 @@
+"""
+### batch_scoring
+
+Scores every customer with the MLflow `champion` for one night:
+
+1. **plan**: resolves the champion's version once (every shard uses it, even if
+   the alias moves during the run) and splits the night's customers into shards.
+2. **score_shard**: one mapped task per shard reads the shard's point-in-time
+   features through the model's Feast feature service and scores them.
+3. **publish**: joins the shards into `lake/predictions/date=YYYY-MM-DD/` and
+   renames it into place; emits the `predictions` asset with date, version, rows.
+4. **shadow**: if a `challenger` exists, scores it into `lake/predictions_shadow/`
+   and logs its agreement with the champion to MLflow. Never fails the run.
+
+Runs when the `features` asset is updated (scoring that event's date), or by hand
+for any date given in the trigger form. Re-running a date replaces its partition.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.sdk import (
+    Asset,
+    ExceptionRetryPolicy,
+    Param,
+    RetryAction,
+    RetryRule,
+    dag,
+    task,
+)
+
+FEATURES = Asset("features")
+PREDICTIONS = Asset("predictions")
+
+
+def _alert_on_failure(context: Any) -> None:
+    from pipelines.alerts import notify_failure
+
+    notify_failure(context)
+
+
+@dag(
+    dag_id="batch_scoring",
+    schedule=[FEATURES],
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["scoring", "nightly"],
+    params={
+        "date": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Night to score",
+            description="YYYY-MM-DD; empty: the date of the triggering `features` event.",
+        ),
+    },
+    default_args={
+        "owner": "ml-platform",
+        "retries": 2,
+        "retry_delay": timedelta(minutes=1),
+        "retry_exponential_backoff": 2.0,
+        "retry_policy": ExceptionRetryPolicy(
+            rules=[
+                RetryRule(
+                    exception=[
+                        "pipelines.errors.NoChampionError",
+                        "pipelines.errors.DataQualityError",
+                    ],
+                    action=RetryAction.FAIL,
+                    reason="no model or no features: retrying cannot help",
+                )
+            ]
+        ),
+        "on_failure_callback": [_alert_on_failure],
+    },
+)
+def batch_scoring() -> None:
+    @task
+    def plan(
+        params: dict[str, Any] | None = None,
+        triggering_asset_events: Any = None,
+        dag_run: Any = None,
+    ) -> dict[str, Any]:
+        from pipelines import jobs
+
+        return jobs.plan_scoring(params["date"], triggering_asset_events, dag_run.run_after)
+
+    @task
+    def shards(scoring: dict[str, Any]) -> list[dict[str, int]]:
+        return scoring["shards"]
+
+    @task(map_index_template="{{ task.op_kwargs['shard']['index'] }}")
+    def score_shard(scoring: dict[str, Any], shard: dict[str, int]) -> dict[str, Any]:
+        from pipelines import jobs
+
+        return jobs.score_shard(scoring, shard)
+
+    @task(outlets=[PREDICTIONS])
+    def publish(
+        scoring: dict[str, Any], scored: list[dict[str, Any]], outlet_events: Any = None
+    ) -> dict[str, Any]:
+        from pipelines import jobs
+
+        published = jobs.publish_predictions(scoring)
+        outlet_events[PREDICTIONS].extra = {
+            "date": published["date"],
+            "model_version": published["model_version"],
+            "rows": published["rows"],
+        }
+        return published
+
+    @task
+    def shadow(scoring: dict[str, Any]) -> dict[str, Any]:
+        from pipelines import jobs
+
+        return jobs.shadow_score(scoring)
+
+    scoring = plan()
+    scored = score_shard.partial(scoring=scoring).expand(shard=shards(scoring))
+    published = publish(scoring, scored)
+    published >> shadow(scoring)
+
+
+batch_scoring()
