@@ -96,3 +96,33 @@ def test_validation_failures_are_never_retried(dag_bag):
     policy = dag_bag.dags["feature_pipeline"].get_task("validate").retry_policy
     assert policy.evaluate(ValidationFailedError("bad"), 1, 4).action.value == "fail"
     assert policy.evaluate(NotLandedError("late"), 1, 4).action.value != "fail"
+
+
+def test_training_wiring(dag_bag):
+    dag = dag_bag.dags["training"]
+    assert dag.max_active_runs == 1
+    assert [asset.name for asset in dag.get_task("promote").outlets] == ["model_promoted"]
+    assert dag.get_task("decide").downstream_task_ids == {"approve", "promote", "reject"}
+    assert dag.get_task("approve").downstream_task_ids == {"promote"}
+    assert set(dag.params) == {
+        "training_start",
+        "training_end",
+        "hyperparameters",
+        "gate_overrides",
+        "reason",
+    }
+    assert dag.timetable.asset_condition.name == "retrain_request"
+    assert "0 3 * * 0" in str(dag.timetable.timetable.expression)
+
+
+def test_batch_scoring_wiring(dag_bag):
+    dag = dag_bag.dags["batch_scoring"]
+    assert "features" in str(dag.timetable.asset_condition)
+    assert [asset.name for asset in dag.get_task("publish").outlets] == ["predictions"]
+    assert dag.get_task("shards").downstream_task_ids == {"score_shard"}
+    assert dag.get_task("score_shard").downstream_task_ids == {"publish"}
+    assert dag.get_task("publish").downstream_task_ids == {"shadow"}
+
+
+def test_rollback_is_manual_only(dag_bag):
+    assert type(dag_bag.dags["model_rollback"].timetable).__name__ == "NullTimetable"

@@ -1,0 +1,980 @@
+"""Benchmark: nightly batch scoring, the project's sharded path vs raw XGBoost vs stock tools.
+
+Scenario: ``--customers`` customers (default 1,000,000) and the TTL window of the
+model's features. The feature view's ttl is 7 days, so the validated zone holds 8 daily
+activity partitions (one row per customer each) ending on the scored day ``D``; the
+predictions are as of ``score.as_of(D)`` (the midnight after ``D``), so the window
+``[as_of - 7 days, as_of]`` covers the partitions ``D-6 .. D`` and the oldest one lies
+just outside it (a reader that prunes by partition skips it, Feast's file store reads it).
+
+The lake is written directly into the validated zone with ``synthetic.activity``, each
+partition sorted by ``customer_id`` in row groups of ``validate.ROW_GROUP_ROWS`` rows,
+exactly as ``validate.validate_partition`` stages it: the Great Expectations gate is
+skipped (this bench is about scoring and the generator's clean partitions satisfy the
+contract). A small model is trained once with ``train.train_and_register`` on a generated
+labelled frame (``TRAIN_CUSTOMERS`` customers x ``TRAIN_DAYS`` prediction days, labels
+drawn from ``synthetic.churn_probability``, default hyperparameters) and made champion
+with ``promote.promote``. Lake, Feast registry and MLflow registry live in one state root,
+``<state_root>/bench/score/c<customers>/state/``, cached with a manifest; reruns reuse it.
+The embedded profile (file registry, sqlite online store, sqlite MLflow) is forced.
+
+Measured paths, each in its own fresh subprocess (so peak RSS, ``ru_maxrss``, is per
+path; heavy libraries are imported before the clock starts, ``rss_before_mb`` is the peak
+just before it):
+
+* ``ours`` (one Airflow worker running the whole night): ``score.plan(settings, D)``,
+  then ``score.score_shard`` for every shard sequentially in that process, then
+  ``score.publish``. ``wall_s`` covers plan + shards + publish; ``rows_per_s`` is
+  customers / wall.
+* ``ours_per_shard_process`` (mapped Airflow task instances): the same plan, each shard
+  and the publish each in its own fresh process (the plan goes through JSON, like
+  XCom). ``max_shard_peak_rss_mb`` is the largest peak of a shard process: the figure that
+  must stay flat as customers grow. Its published file must be byte-identical to ``ours``'.
+* ``ceiling``: raw XGBoost. The same rows' features are read and encoded by the model's
+  own ``ColumnTransformer`` outside the clock; only ``booster.inplace_predict`` (with the
+  early-stopping iteration range the pipeline uses) is timed, median of
+  ``CEILING_REPEATS`` after a warm-up.
+* ``stock`` (what a user would write): ``FeatureStore.get_historical_features(entity_df=
+  every customer at as_of(D), features=<feature service>).to_df()`` on the file offline
+  store, ``mlflow.pyfunc.load_model("models:/<name>@champion").predict(df[inputs])`` and
+  ``DataFrame.to_parquet``. The entity frame is built outside the clock. It runs under a
+  timeout (``--stock-timeout``, default 900 s) and an RSS cap (``--stock-rss-cap-mb``,
+  default 12288 MiB, enforced by the parent polling ``/proc``); hitting either, or dying,
+  is recorded (with a lower bound on ``ours_vs_stock``), never raised.
+
+Then a ``compare`` child checks the scores agree (ours vs ceiling vs stock, by customer).
+
+Targets (printed and in the JSON under ``targets``): ``ours_vs_ceiling`` (ours rows/s over
+the ceiling's) >= 0.5; ``ours_vs_stock`` >= 5; ours' peak RSS <= 1.5 GiB (1536 MiB), and
+neither it nor the per-shard peak higher at a larger customer count. For that last check
+every run stores its summary beside its cache, and the JSON lists the peaks of every
+size measured under the same state root (``peak_rss_by_customers``); run e.g.::
+
+    .venv/bin/python -m bench.score                                  # 1M, every path
+    .venv/bin/python -m bench.score --customers 3000000 --skip-stock # then 3M
+
+Options: ``--customers``, ``--state-root`` (default ``<repo>/.state``), ``--skip-stock``,
+``--stock-timeout``, ``--stock-rss-cap-mb``. It prints human-readable lines, then, as
+its last line, one JSON object with every figure and ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from pipelines.settings import PROJECT_ROOT
+
+ROLES = (
+    "prepare",
+    "ours",
+    "shard-plan",
+    "shard",
+    "shard-publish",
+    "ceiling",
+    "stock",
+    "compare",
+)
+MANIFEST_VERSION = 1
+LAKE_DAYS = 8  # the 7-day TTL window of the scored day, plus the day just before it
+TRAIN_CUSTOMERS = 10_000
+TRAIN_DAYS = 5
+TRAIN_SEED = 20_260_101
+CEILING_REPEATS = 3
+OURS_VS_CEILING_MIN = 0.5
+OURS_VS_STOCK_MIN = 5.0
+PEAK_RSS_BUDGET_MB = 1536.0
+FLAT_TOLERANCE = 0.05  # "no higher" allows 5% of noise between runs
+POLL_S = 0.25
+
+
+# --------------------------------------------------------------------------- children
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident set size of this process so far (Linux reports KiB)."""
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kib / 1024.0, 1)
+
+
+def _preimport() -> None:
+    """Import what scoring needs, so the clock measures work, not imports."""
+    import feast  # noqa: F401
+    import mlflow  # noqa: F401
+    import mlflow.pyfunc  # noqa: F401
+    import mlflow.sklearn  # noqa: F401
+    import skops.io  # noqa: F401
+    import sklearn.compose  # noqa: F401
+    import xgboost  # noqa: F401
+
+    from pipelines import score  # noqa: F401
+
+
+def _scored_day(settings: Any) -> date:
+    from pipelines import synthetic
+
+    return synthetic.days(settings.synthetic)[-1]
+
+
+def _write_json(path: Path, document: dict[str, Any]) -> None:
+    path.write_text(json.dumps(document, default=str))
+
+
+def _training_frame(settings: Any) -> Any:
+    """Labelled rows built like a point-in-time training set, from a small customer base."""
+    import numpy as np
+    import pandas as pd
+
+    from pipelines import score, synthetic
+
+    names = settings.dataset
+    cfg = settings.synthetic.model_copy(update={"customers": TRAIN_CUSTOMERS})
+    frames = []
+    for day in synthetic.days(cfg)[:TRAIN_DAYS]:
+        activity = synthetic.activity(cfg, day)
+        probability = synthetic.churn_probability(cfg, activity, day)
+        rng = np.random.default_rng([TRAIN_SEED, day.toordinal()])
+        frame = pd.DataFrame(
+            {
+                names.entity: activity[names.entity],
+                names.timestamp: pd.Timestamp(score.as_of(day)),
+                names.label: (rng.random(len(activity)) < probability).astype(np.int64),
+            }
+        )
+        for feature in synthetic.FEATURES:
+            frame[feature] = activity[feature]
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _model_manifest(settings: Any) -> dict[str, Any]:
+    return {
+        "version": MANIFEST_VERSION,
+        "train_customers": TRAIN_CUSTOMERS,
+        "train_days": TRAIN_DAYS,
+        "train_seed": TRAIN_SEED,
+        "hyperparameters": settings.training.hyperparameters,
+        "model_name": settings.training.model_name,
+    }
+
+
+def _child_prepare(result_file: Path) -> None:
+    """Generate the lake (unless cached), apply the Feast repo, train and promote a champion."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    from pipelines import features, lake, promote, score, synthetic, train, validate
+    from pipelines.settings import load_settings
+
+    settings = load_settings()
+    cfg = settings.synthetic
+    names = settings.dataset
+    days = synthetic.days(cfg)
+    files = [lake.partition_file(settings.validated_root, names.raw_dataset, d) for d in days]
+    lake_manifest_path = settings.state_root.parent / "lake.json"
+    model_manifest_path = settings.state_root.parent / "model.json"
+    lake_manifest = {
+        "version": MANIFEST_VERSION,
+        "synthetic": cfg.model_dump(mode="json"),
+        "dataset": [names.raw_dataset, names.entity, names.timestamp],
+        "schema": str(synthetic.ACTIVITY_SCHEMA),
+        "row_group_rows": validate.ROW_GROUP_ROWS,
+        "days": [d.isoformat() for d in days],
+    }
+    lake_cached = (
+        lake_manifest_path.exists()
+        and json.loads(lake_manifest_path.read_text()) == lake_manifest
+        and all(f.exists() for f in files)
+    )
+    started = time.perf_counter()
+    if not lake_cached:
+        # A new lake means a new world: drop the registries and the model with it.
+        lake_manifest_path.unlink(missing_ok=True)
+        model_manifest_path.unlink(missing_ok=True)
+        shutil.rmtree(settings.state_root, ignore_errors=True)
+        for day, target in zip(days, files, strict=True):
+            frame = synthetic.activity(cfg, day)
+            table = pa.Table.from_pandas(
+                frame, schema=synthetic.ACTIVITY_SCHEMA, preserve_index=False
+            )
+            del frame
+            # What validate_partition stages: sorted by entity, small row groups.
+            table = table.sort_by(names.entity)
+            lake.write_table_atomic(table, target, validate.ROW_GROUP_ROWS)
+            del table
+        lake.write_json_atomic(lake_manifest, lake_manifest_path)
+    generate_s = time.perf_counter() - started
+
+    features.apply_repo(settings)
+
+    started = time.perf_counter()
+    model_manifest = _model_manifest(settings)
+    champion = promote.alias_version(settings, promote.CHAMPION)
+    model_cached = (
+        champion is not None
+        and model_manifest_path.exists()
+        and json.loads(model_manifest_path.read_text()) == {**model_manifest, "champion": champion}
+    )
+    if not model_cached:
+        trained = train.train_and_register(
+            settings, _training_frame(settings), tags={"source": "bench.score"}
+        )
+        promote.promote(
+            settings,
+            trained.version,
+            champion,
+            reason="bench.score champion",
+            actor="bench.score",
+            source="bench/score.py",
+        )
+        champion = trained.version
+        lake.write_json_atomic({**model_manifest, "champion": champion}, model_manifest_path)
+    train_s = time.perf_counter() - started
+
+    # Every path reads the same bytes: make them equally warm in the page cache.
+    lake_bytes = sum(len(path.read_bytes()) for path in files)
+    day = _scored_day(settings)
+    at = score.as_of(day)
+    view = features.feature_store(settings).get_feature_view(names.feature_view)
+    window_files = features.partition_files(settings, at - view.ttl, at)
+    bound = pa.timestamp("us", tz="UTC")
+    window = (ds.field(names.timestamp) >= pa.scalar(at - view.ttl, bound)) & (
+        ds.field(names.timestamp) <= pa.scalar(at, bound)
+    )
+    dataset = ds.dataset([str(f) for f in files], format="parquet")
+    _write_json(
+        result_file,
+        {
+            "lake_cached": lake_cached,
+            "generate_s": round(generate_s, 2),
+            "model_cached": model_cached,
+            "train_s": round(train_s, 2),
+            "champion": champion,
+            "day": day.isoformat(),
+            "as_of": at.isoformat(),
+            "ttl_s": view.ttl.total_seconds(),
+            "partitions": len(files),
+            "window_partitions": len(window_files),
+            "lake_rows": dataset.count_rows(),
+            "window_rows": dataset.count_rows(filter=window),
+            "lake_mb": round(lake_bytes / 2**20, 1),
+        },
+    )
+
+
+def _child_ours(result_file: Path) -> None:
+    """Plan, every shard sequentially, publish: one process, as one Airflow worker."""
+    from pipelines import score
+    from pipelines.settings import load_settings
+
+    _preimport()
+    settings = load_settings()
+    day = _scored_day(settings)
+    rss_before = _peak_rss_mb()
+    started = time.perf_counter()
+    scoring = score.plan(settings, day)
+    plan_s = time.perf_counter() - started
+    peak_after_plan = _peak_rss_mb()
+    shard_s, shard_peaks, rows = [], [], 0
+    for shard in scoring.shards:
+        shard_started = time.perf_counter()
+        done = score.score_shard(settings, scoring, shard)
+        shard_s.append(round(time.perf_counter() - shard_started, 3))
+        shard_peaks.append(_peak_rss_mb())
+        rows += int(done["rows"])
+    publish_started = time.perf_counter()
+    published = score.publish(settings, scoring)
+    publish_s = time.perf_counter() - publish_started
+    wall = time.perf_counter() - started
+    _write_json(
+        result_file,
+        {
+            "wall_s": wall,
+            "peak_rss_mb": _peak_rss_mb(),
+            "rss_before_mb": rss_before,
+            "plan_s": round(plan_s, 3),
+            "shard_s": shard_s,
+            "publish_s": round(publish_s, 3),
+            "peak_rss_after_plan_mb": peak_after_plan,
+            "peak_rss_after_shard_mb": shard_peaks,
+            "shards": len(scoring.shards),
+            "shard_customers": [shard["customers"] for shard in scoring.shards],
+            "rows_scored": rows,
+            "rows_published": published["rows"],
+            "model_version": scoring.model_version,
+            "partitions_read": scoring.partitions,
+            "published": published["path"],
+        },
+    )
+
+
+def _child_shard_plan(result_file: Path, workdir: Path) -> None:
+    from pipelines import score
+    from pipelines.settings import load_settings
+
+    _preimport()
+    settings = load_settings()
+    rss_before = _peak_rss_mb()
+    started = time.perf_counter()
+    scoring = score.plan(settings, _scored_day(settings))
+    wall = time.perf_counter() - started
+    (workdir / "plan.json").write_text(json.dumps(asdict(scoring)))
+    _write_json(
+        result_file,
+        {
+            "wall_s": wall,
+            "peak_rss_mb": _peak_rss_mb(),
+            "rss_before_mb": rss_before,
+            "shards": len(scoring.shards),
+        },
+    )
+
+
+def _child_shard(result_file: Path, workdir: Path, index: int) -> None:
+    from pipelines import score
+    from pipelines.settings import load_settings
+
+    _preimport()
+    settings = load_settings()
+    scoring = score.ScoringPlan(**json.loads((workdir / "plan.json").read_text()))
+    shard = next(s for s in scoring.shards if s["index"] == index)
+    rss_before = _peak_rss_mb()
+    started = time.perf_counter()
+    done = score.score_shard(settings, scoring, shard)
+    wall = time.perf_counter() - started
+    _write_json(
+        result_file,
+        {
+            "wall_s": wall,
+            "peak_rss_mb": _peak_rss_mb(),
+            "rss_before_mb": rss_before,
+            "rows": done["rows"],
+        },
+    )
+
+
+def _child_shard_publish(result_file: Path, workdir: Path) -> None:
+    from pipelines import score
+    from pipelines.settings import load_settings
+
+    _preimport()
+    settings = load_settings()
+    scoring = score.ScoringPlan(**json.loads((workdir / "plan.json").read_text()))
+    rss_before = _peak_rss_mb()
+    started = time.perf_counter()
+    published = score.publish(settings, scoring)
+    wall = time.perf_counter() - started
+    _write_json(
+        result_file,
+        {
+            "wall_s": wall,
+            "peak_rss_mb": _peak_rss_mb(),
+            "rss_before_mb": rss_before,
+            "rows": published["rows"],
+            "published": published["path"],
+        },
+    )
+
+
+def _child_ceiling(result_file: Path, workdir: Path) -> None:
+    """Time booster.inplace_predict alone on features already encoded in memory."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines import score
+    from pipelines.settings import load_settings
+
+    _preimport()
+    settings = load_settings()
+    names = settings.dataset
+    scoring = score.plan(settings, _scored_day(settings))
+    model = score.load_model(settings, scoring)
+    columns = score.model_features(model)
+    rows = score.shard_features(
+        settings, scoring, scoring.shards[0]["first"], scoring.shards[-1]["last"], columns
+    )
+    ids = rows.column(names.entity)
+    frame = rows.select(columns).to_pandas()
+    del rows
+    encoded = np.ascontiguousarray(model.named_steps["encode"].transform(frame))
+    del frame
+    classifier = model.named_steps["classify"]
+    booster = classifier.get_booster()
+    iterations = (0, int(classifier.best_iteration) + 1)
+    booster.inplace_predict(encoded[:1024], iteration_range=iterations, missing=classifier.missing)
+    rss_before = _peak_rss_mb()
+    walls, scores = [], np.empty(0)
+    for _ in range(CEILING_REPEATS):
+        started = time.perf_counter()
+        scores = booster.inplace_predict(
+            encoded, iteration_range=iterations, missing=classifier.missing
+        )
+        walls.append(time.perf_counter() - started)
+    pq.write_table(
+        pa.table({names.entity: ids, settings.scoring.score_column: np.asarray(scores)}),
+        workdir / "ceiling.parquet",
+    )
+    _write_json(
+        result_file,
+        {
+            "wall_s": statistics.median(walls),
+            "wall_s_runs": [round(w, 4) for w in walls],
+            "peak_rss_mb": _peak_rss_mb(),
+            "rss_before_mb": rss_before,
+            "rows": int(encoded.shape[0]),
+            "features": int(encoded.shape[1]),
+            "dtype": str(encoded.dtype),
+            "best_iteration": int(classifier.best_iteration),
+            "boosted_rounds": int(booster.num_boosted_rounds()),
+            "nthread": classifier.n_jobs,
+        },
+    )
+
+
+def _child_stock(result_file: Path, workdir: Path) -> None:
+    """Feast get_historical_features -> MLflow pyfunc predict -> parquet."""
+    import mlflow
+    import numpy as np
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from pipelines import features, lake, score, tracking
+    from pipelines.settings import load_settings
+
+    _preimport()
+    settings = load_settings()
+    names = settings.dataset
+    day = _scored_day(settings)
+    last = lake.partition_file(settings.validated_root, names.raw_dataset, day)
+    customers = pq.read_table(last, columns=[names.entity]).column(names.entity).to_numpy()
+    entity_df = pd.DataFrame(
+        {names.entity: customers, names.timestamp: pd.Timestamp(score.as_of(day))}
+    )
+    target = workdir / "stock.parquet"
+    tracking.mlflow_client(settings)
+    rss_before = _peak_rss_mb()
+
+    started = time.perf_counter()
+    store = features.feature_store(settings)
+    service = store.get_feature_service(names.feature_service)
+    frame = store.get_historical_features(entity_df=entity_df, features=service).to_df()
+    features_s = time.perf_counter() - started
+    peak_after_features = _peak_rss_mb()
+
+    step = time.perf_counter()
+    model = mlflow.pyfunc.load_model(f"models:/{settings.training.model_name}@champion")
+    inputs = [spec.name for spec in model.metadata.get_input_schema().inputs]
+    model_load_s = time.perf_counter() - step
+
+    step = time.perf_counter()
+    output = np.asarray(model.predict(frame[inputs]))
+    scores = output[:, 1] if output.ndim == 2 else output
+    predict_s = time.perf_counter() - step
+
+    step = time.perf_counter()
+    out = settings.scoring
+    pd.DataFrame(
+        {
+            names.entity: frame[names.entity].to_numpy(),
+            out.score_column: scores.astype(np.float64),
+            out.predicted_label_column: scores >= out.threshold,
+        }
+    ).to_parquet(target, index=False)
+    write_s = time.perf_counter() - step
+    wall = time.perf_counter() - started
+    _write_json(
+        result_file,
+        {
+            "status": "ok",
+            "wall_s": wall,
+            "peak_rss_mb": _peak_rss_mb(),
+            "rss_before_mb": rss_before,
+            "peak_rss_after_features_mb": peak_after_features,
+            "features_s": round(features_s, 3),
+            "model_load_s": round(model_load_s, 3),
+            "predict_s": round(predict_s, 3),
+            "write_s": round(write_s, 3),
+            "rows": len(frame),
+        },
+    )
+
+
+def _agreement(left: Any, right: Any, entity: str, column: str) -> dict[str, Any]:
+    both = left.merge(right, on=entity, suffixes=("", "_other"))
+    diff = (both[column] - both[f"{column}_other"]).abs()
+    return {
+        "rows": len(left),
+        "other_rows": len(right),
+        "matched": len(both),
+        "max_abs_diff": float(diff.max()) if len(both) else None,
+    }
+
+
+def _child_compare(result_file: Path, workdir: Path) -> None:
+    """Scores of ours vs the ceiling (and stock), by customer."""
+    import pandas as pd
+
+    from pipelines import score
+    from pipelines.settings import load_settings
+
+    settings = load_settings()
+    entity, column = settings.dataset.entity, settings.scoring.score_column
+    published = score.partition(settings, score.PREDICTIONS, _scored_day(settings))
+    ours = pd.read_parquet(published, columns=[entity, column])
+    result: dict[str, Any] = {
+        "ours_unique_customers": bool(ours[entity].is_unique),
+        "ours_vs_ceiling": _agreement(
+            ours, pd.read_parquet(workdir / "ceiling.parquet"), entity, column
+        ),
+    }
+    stock = workdir / "stock.parquet"
+    if stock.exists():
+        result["ours_vs_stock"] = _agreement(
+            ours, pd.read_parquet(stock, columns=[entity, column]), entity, column
+        )
+    _write_json(result_file, result)
+
+
+# --------------------------------------------------------------------------- parent
+
+
+def _child_env(state_root: Path, customers: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "MLOPS_PROFILE": "embedded",
+            "MLOPS_STATE_ROOT": str(state_root),
+            "MLOPS_SYNTHETIC__CUSTOMERS": str(customers),
+            "MLOPS_SYNTHETIC__DAYS": str(LAKE_DAYS),
+            "MLOPS_TRAINING__MIN_ROWS": "100",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "FEAST_USAGE": "False",
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p
+            ),
+        }
+    )
+    return env
+
+
+def _proc_status_mb(pid: int) -> dict[str, float]:
+    """VmRSS and VmHWM (peak) of a live process, in MiB; empty once it is gone."""
+    figures = {}
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    figures[key] = round(int(value.split()[0]) / 1024.0, 1)
+    except (OSError, ValueError):
+        return {}
+    return figures
+
+
+def _run_child(
+    role: str,
+    env: dict[str, str],
+    workdir: Path,
+    extra: list[str] | None = None,
+    timeout_s: float | None = None,
+    rss_cap_mb: float | None = None,
+    tolerate_failure: bool = False,
+) -> dict[str, Any]:
+    """Run one role in a fresh interpreter and return the JSON it wrote.
+
+    With `tolerate_failure`, a timeout, an RSS over the cap, or a crash is returned as
+    ``{"status": ...}`` instead of raised.
+    """
+    tag = role + "".join(f"-{part}" for part in (extra or []) if not part.startswith("-"))
+    result_file = workdir / f"{tag}.json"
+    result_file.unlink(missing_ok=True)
+    log_path = workdir / f"{tag}.log"
+    command = [
+        sys.executable,
+        "-m",
+        "bench.score",
+        "--role",
+        role,
+        "--result-file",
+        str(result_file),
+        "--workdir",
+        str(workdir),
+        *(extra or []),
+    ]
+    started = time.perf_counter()
+    observed_peak = 0.0
+    stopped: str | None = None
+    with log_path.open("w") as log:
+        child = subprocess.Popen(
+            command, env=env, cwd=PROJECT_ROOT, stdout=log, stderr=log, start_new_session=True
+        )
+        while child.poll() is None:
+            status = _proc_status_mb(child.pid)
+            observed_peak = max(observed_peak, status.get("VmHWM", 0.0))
+            elapsed = time.perf_counter() - started
+            if rss_cap_mb is not None and status.get("VmRSS", 0.0) > rss_cap_mb:
+                stopped = "memory_cap"
+            elif timeout_s is not None and elapsed > timeout_s:
+                stopped = "timeout"
+            if stopped:
+                os.killpg(child.pid, signal.SIGKILL)  # the session this call started
+                child.wait()
+                break
+            time.sleep(POLL_S)
+    elapsed = time.perf_counter() - started
+    if stopped is None and child.returncode == 0 and result_file.exists():
+        loaded: dict[str, Any] = json.loads(result_file.read_text())
+        loaded["process_wall_s"] = round(elapsed, 2)
+        return loaded
+    tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-40:])
+    if not tolerate_failure:
+        raise RuntimeError(f"bench child {tag!r} failed (exit {child.returncode}):\n{tail}")
+    if stopped is None:
+        killed = child.returncode == -signal.SIGKILL
+        stopped = "killed (out of memory?)" if killed else f"failed (exit {child.returncode})"
+    return {
+        "status": stopped,
+        "elapsed_s": round(elapsed, 1),
+        "observed_peak_rss_mb": observed_peak,
+        "timeout_s": timeout_s,
+        "rss_cap_mb": rss_cap_mb,
+        "detail": tail.splitlines()[-3:] if tail else [],
+    }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _rate(rows: int, wall: float | None) -> float | None:
+    return round(rows / wall) if wall else None
+
+
+def _peaks_by_customers(state_root: Path) -> dict[str, dict[str, Any]]:
+    """Peaks stored by every run under this state root, keyed by customer count."""
+    found: dict[int, dict[str, Any]] = {}
+    for path in (state_root / "bench" / "score").glob("c*/summary.json"):
+        try:
+            summary = json.loads(path.read_text())
+            found[int(summary["customers"])] = {
+                "ours_peak_rss_mb": summary["ours"]["peak_rss_mb"],
+                "per_shard_peak_rss_mb": summary["per_shard_peak_rss_mb"],
+                "shards": summary["ours"]["shards"],
+            }
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return {str(customers): found[customers] for customers in sorted(found)}
+
+
+def _not_higher(
+    peaks: dict[str, dict[str, Any]], customers: int, key: str, value: float
+) -> bool | None:
+    """Is `value` no higher (within tolerance) than at every smaller customer count?"""
+    smaller = [v[key] for k, v in peaks.items() if int(k) < customers and v.get(key)]
+    if not smaller:
+        return None
+    return value <= max(smaller) * (1.0 + FLAT_TOLERANCE)
+
+
+def run(
+    customers: int,
+    state_root: Path,
+    skip_stock: bool,
+    stock_timeout_s: float,
+    stock_rss_cap_mb: float,
+) -> dict[str, Any]:
+    """Prepare (or reuse) the lake and champion, measure every path, return the summary."""
+    bench_started = time.perf_counter()
+    key_dir = state_root / "bench" / "score" / f"c{customers}"
+    key_dir.mkdir(parents=True, exist_ok=True)
+    env = _child_env(key_dir / "state", customers)
+
+    with tempfile.TemporaryDirectory(prefix="bench-score-") as tmp:
+        workdir = Path(tmp)
+        print(f"lake: {customers} customers x {LAKE_DAYS} days under {key_dir}", flush=True)
+        prepared = _run_child("prepare", env, workdir)
+        how = "reused cache" if prepared["lake_cached"] else f"generated in {prepared['generate_s']}s"
+        model_how = "reused" if prepared["model_cached"] else f"trained in {prepared['train_s']}s"
+        print(
+            f"lake: {prepared['partitions']} partitions, {prepared['lake_rows']} rows, "
+            f"{prepared['lake_mb']} MiB ({how}); window of {prepared['day']}: "
+            f"{prepared['window_partitions']} partitions, {prepared['window_rows']} rows; "
+            f"champion v{prepared['champion']} ({model_how})",
+            flush=True,
+        )
+
+        ours = _run_child("ours", env, workdir)
+        published = Path(ours["published"])
+        ours_digest = _sha256(published)
+        ours["rows_per_s"] = _rate(customers, ours["wall_s"])
+        print(
+            f" ours: {ours['wall_s']:.2f} s ({ours['rows_per_s']} rows/s), {ours['shards']} "
+            f"shards, peak RSS {ours['peak_rss_mb']} MiB (before {ours['rss_before_mb']}); "
+            f"plan {ours['plan_s']} s, shards {ours['shard_s']} s, publish {ours['publish_s']} s",
+            flush=True,
+        )
+
+        planned = _run_child("shard-plan", env, workdir)
+        shard_runs = [
+            _run_child("shard", env, workdir, ["--shard-index", str(index)])
+            for index in range(int(planned["shards"]))
+        ]
+        publish_run = _run_child("shard-publish", env, workdir)
+        per_shard_wall = (
+            planned["wall_s"] + sum(r["wall_s"] for r in shard_runs) + publish_run["wall_s"]
+        )
+        per_shard_peaks = [r["peak_rss_mb"] for r in shard_runs]
+        per_shard = {
+            "wall_s": round(per_shard_wall, 3),
+            "rows_per_s": _rate(customers, per_shard_wall),
+            "process_wall_s": round(
+                planned["process_wall_s"]
+                + sum(r["process_wall_s"] for r in shard_runs)
+                + publish_run["process_wall_s"],
+                2,
+            ),
+            "shards": int(planned["shards"]),
+            "max_shard_peak_rss_mb": max(per_shard_peaks),
+            "shard_peak_rss_mb": per_shard_peaks,
+            "shard_rss_before_mb": max(r["rss_before_mb"] for r in shard_runs),
+            "shard_s": [round(r["wall_s"], 3) for r in shard_runs],
+            "plan_s": round(planned["wall_s"], 3),
+            "plan_peak_rss_mb": planned["peak_rss_mb"],
+            "publish_s": round(publish_run["wall_s"], 3),
+            "publish_peak_rss_mb": publish_run["peak_rss_mb"],
+            "output_identical_to_ours": _sha256(published) == ours_digest,
+        }
+        print(
+            f" ours, a process per shard: {per_shard['wall_s']:.2f} s in-process work "
+            f"({per_shard['process_wall_s']} s with process start-ups), max shard peak RSS "
+            f"{per_shard['max_shard_peak_rss_mb']} MiB (imports alone "
+            f"{per_shard['shard_rss_before_mb']}), plan {per_shard['plan_peak_rss_mb']} MiB, "
+            f"publish {per_shard['publish_peak_rss_mb']} MiB; byte-identical output: "
+            f"{per_shard['output_identical_to_ours']}",
+            flush=True,
+        )
+
+        ceiling = _run_child("ceiling", env, workdir)
+        ceiling["rows_per_s"] = _rate(int(ceiling["rows"]), ceiling["wall_s"])
+        print(
+            f" ceiling (inplace_predict, {ceiling['best_iteration'] + 1} trees): "
+            f"{ceiling['wall_s']:.3f} s ({ceiling['rows_per_s']} rows/s), runs "
+            f"{ceiling['wall_s_runs']}",
+            flush=True,
+        )
+
+        stock: dict[str, Any]
+        if skip_stock:
+            stock = {"status": "skipped"}
+            print("stock: skipped (--skip-stock)", flush=True)
+        else:
+            print(
+                f"stock: running (timeout {stock_timeout_s:.0f} s, "
+                f"RSS cap {stock_rss_cap_mb:.0f} MiB) ...",
+                flush=True,
+            )
+            stock = _run_child(
+                "stock",
+                env,
+                workdir,
+                timeout_s=stock_timeout_s,
+                rss_cap_mb=stock_rss_cap_mb,
+                tolerate_failure=True,
+            )
+            if stock["status"] == "ok":
+                stock["rows_per_s"] = _rate(customers, stock["wall_s"])
+                print(
+                    f"stock: {stock['wall_s']:.2f} s ({stock['rows_per_s']} rows/s), peak RSS "
+                    f"{stock['peak_rss_mb']} MiB; features {stock['features_s']} s, model load "
+                    f"{stock['model_load_s']} s, predict {stock['predict_s']} s, "
+                    f"write {stock['write_s']} s",
+                    flush=True,
+                )
+            else:
+                print(
+                    f"stock: {stock['status']} after {stock['elapsed_s']} s "
+                    f"(peak RSS seen {stock['observed_peak_rss_mb']} MiB)",
+                    flush=True,
+                )
+
+        agreement = _run_child("compare", env, workdir)
+
+    ours_rate = float(ours["rows_per_s"])
+    ours_vs_ceiling = round(ours_rate / ceiling["rows_per_s"], 3)
+    ours_vs_stock: float | None = None
+    ours_vs_stock_at_least: float | None = None
+    if stock["status"] == "ok":
+        ours_vs_stock = round(ours_rate / stock["rows_per_s"], 2)
+    elif stock["status"] != "skipped":
+        # Stock had not finished after elapsed_s, so its rate is below customers / elapsed_s.
+        ours_vs_stock_at_least = round(ours_rate * stock["elapsed_s"] / customers, 2)
+
+    peaks = _peaks_by_customers(state_root)
+    peaks[str(customers)] = {
+        "ours_peak_rss_mb": ours["peak_rss_mb"],
+        "per_shard_peak_rss_mb": per_shard["max_shard_peak_rss_mb"],
+        "shards": ours["shards"],
+    }
+    peaks = {k: peaks[k] for k in sorted(peaks, key=int)}
+    stock_met: bool | None = None
+    if ours_vs_stock is not None:
+        stock_met = ours_vs_stock >= OURS_VS_STOCK_MIN
+    elif stock["status"] == "timeout" and ours_vs_stock_at_least is not None:
+        stock_met = ours_vs_stock_at_least >= OURS_VS_STOCK_MIN
+    elif stock["status"] in ("memory_cap", "killed (out of memory?)"):
+        stock_met = True  # stock cannot score this night at all within the memory
+    targets = {
+        "ours_vs_ceiling_min": OURS_VS_CEILING_MIN,
+        "ours_vs_ceiling_met": ours_vs_ceiling >= OURS_VS_CEILING_MIN,
+        "ours_vs_stock_min": OURS_VS_STOCK_MIN,
+        "ours_vs_stock_met": stock_met,
+        "peak_rss_budget_mb": PEAK_RSS_BUDGET_MB,
+        "ours_peak_within_budget": ours["peak_rss_mb"] <= PEAK_RSS_BUDGET_MB,
+        "per_shard_peak_within_budget": per_shard["max_shard_peak_rss_mb"] <= PEAK_RSS_BUDGET_MB,
+        "ours_peak_not_higher_than_smaller_runs": _not_higher(
+            peaks, customers, "ours_peak_rss_mb", ours["peak_rss_mb"]
+        ),
+        "per_shard_peak_not_higher_than_smaller_runs": _not_higher(
+            peaks, customers, "per_shard_peak_rss_mb", per_shard["max_shard_peak_rss_mb"]
+        ),
+        "flat_tolerance": FLAT_TOLERANCE,
+    }
+    summary: dict[str, Any] = {
+        "customers": customers,
+        "day": prepared["day"],
+        "as_of": prepared["as_of"],
+        "lake_partitions": prepared["partitions"],
+        "window_partitions": prepared["window_partitions"],
+        "lake_rows": prepared["lake_rows"],
+        "window_rows": prepared["window_rows"],
+        "lake_mb": prepared["lake_mb"],
+        "lake_cached": prepared["lake_cached"],
+        "model_cached": prepared["model_cached"],
+        "champion_version": prepared["champion"],
+        "trees": ceiling["best_iteration"] + 1,
+        "ours": {k: v for k, v in ours.items() if k not in ("published", "process_wall_s")},
+        "ours_per_shard_process": per_shard,
+        "ceiling": {k: v for k, v in ceiling.items() if k != "process_wall_s"},
+        "stock": stock,
+        "ours_vs_ceiling": ours_vs_ceiling,
+        "ours_vs_stock": ours_vs_stock,
+        "ours_vs_stock_at_least": ours_vs_stock_at_least,
+        "ours_peak_rss_mb": ours["peak_rss_mb"],
+        "per_shard_peak_rss_mb": per_shard["max_shard_peak_rss_mb"],
+        "peak_rss_by_customers": peaks,
+        "agreement": agreement,
+        "targets": targets,
+        "bench_wall_s": round(time.perf_counter() - bench_started, 1),
+    }
+    (key_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+
+    stock_words = (
+        f"{ours_vs_stock}x"
+        if ours_vs_stock is not None
+        else (f">= {ours_vs_stock_at_least}x" if ours_vs_stock_at_least is not None else "n/a")
+    )
+    print(
+        f"ours vs ceiling: {ours_vs_ceiling}x (target >= {OURS_VS_CEILING_MIN}: "
+        f"{targets['ours_vs_ceiling_met']}); ours vs stock: {stock_words} "
+        f"(target >= {OURS_VS_STOCK_MIN}: {stock_met})",
+        flush=True,
+    )
+    print(
+        f"peak RSS: ours {ours['peak_rss_mb']} MiB (budget {PEAK_RSS_BUDGET_MB:.0f}: "
+        f"{targets['ours_peak_within_budget']}), per shard process "
+        f"{per_shard['max_shard_peak_rss_mb']} MiB; by customers: "
+        + ", ".join(
+            f"{k}: ours {v['ours_peak_rss_mb']} / shard {v['per_shard_peak_rss_mb']}"
+            for k, v in peaks.items()
+        ),
+        flush=True,
+    )
+    print(
+        f"scores agree: ours vs ceiling max |diff| "
+        f"{agreement['ours_vs_ceiling']['max_abs_diff']}"
+        + (
+            f", ours vs stock max |diff| {agreement['ours_vs_stock']['max_abs_diff']} "
+            f"({agreement['ours_vs_stock']['matched']} customers matched)"
+            if "ours_vs_stock" in agreement
+            else ""
+        ),
+        flush=True,
+    )
+    print(f"bench wall time: {summary['bench_wall_s']} s", flush=True)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.score",
+        description="Nightly batch scoring: pipelines.score vs raw XGBoost vs Feast + pyfunc.",
+    )
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--state-root", type=Path, default=PROJECT_ROOT / ".state")
+    parser.add_argument("--skip-stock", action="store_true", help="skip the Feast+pyfunc path")
+    parser.add_argument("--stock-timeout", type=float, default=900.0, help="seconds")
+    parser.add_argument("--stock-rss-cap-mb", type=float, default=12_288.0)
+    parser.add_argument("--role", choices=ROLES, help=argparse.SUPPRESS)
+    parser.add_argument("--result-file", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--shard-index", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.role is not None:
+        if args.result_file is None or args.workdir is None:
+            parser.error("--role needs --result-file and --workdir")
+        match args.role:
+            case "prepare":
+                _child_prepare(args.result_file)
+            case "ours":
+                _child_ours(args.result_file)
+            case "shard-plan":
+                _child_shard_plan(args.result_file, args.workdir)
+            case "shard":
+                if args.shard_index is None:
+                    parser.error("--role shard needs --shard-index")
+                _child_shard(args.result_file, args.workdir, args.shard_index)
+            case "shard-publish":
+                _child_shard_publish(args.result_file, args.workdir)
+            case "ceiling":
+                _child_ceiling(args.result_file, args.workdir)
+            case "stock":
+                _child_stock(args.result_file, args.workdir)
+            case "compare":
+                _child_compare(args.result_file, args.workdir)
+        return 0
+
+    if args.customers < 1 or args.stock_timeout <= 0 or args.stock_rss_cap_mb <= 0:
+        parser.error("--customers, --stock-timeout and --stock-rss-cap-mb must be positive")
+    summary = run(
+        args.customers,
+        args.state_root.resolve(),
+        args.skip_stock,
+        args.stock_timeout,
+        args.stock_rss_cap_mb,
+    )
+    print(json.dumps(summary, sort_keys=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
