@@ -7,10 +7,13 @@ data and this JSON, never the training set.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from pipelines.settings import Settings
 
 PREDICTION_BINS = 20
 
@@ -67,3 +70,138 @@ def reference_profile(
         "predictions": prediction_profile(holdout_scores),
         "holdout_metrics": holdout_metrics,
     }
+
+
+EPSILON = 1e-4
+Level = str  # "ok" | "warning" | "alert" | "too_few_rows"
+
+
+@dataclass(frozen=True)
+class FeatureDrift:
+    """Drift of one feature against the reference profile."""
+
+    feature: str
+    kind: str
+    score: float
+    distance: float
+    unseen_share: float
+    level: Level
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    """One night's drift check (JSON-friendly)."""
+
+    day: str
+    model_version: str
+    rows: int
+    features: list[FeatureDrift]
+    prediction_psi: float
+    prediction_level: Level
+    performance: dict[str, float] | None
+    performance_level: Level
+    alarm: bool
+    reasons: list[str]
+
+    @property
+    def drifted(self) -> list[FeatureDrift]:
+        return [f for f in self.features if f.level == "alert"]
+
+
+def _shares(counts: np.ndarray) -> np.ndarray:
+    total = counts.sum()
+    shares = counts / total if total else np.zeros_like(counts, dtype=float)
+    return np.clip(shares, EPSILON, None)
+
+
+def psi(reference: np.ndarray, current: np.ndarray) -> float:
+    """Population stability index of two histograms on the same bins."""
+    ref, cur = _shares(np.asarray(reference, float)), _shares(np.asarray(current, float))
+    return float(np.sum((cur - ref) * np.log(cur / ref)))
+
+
+def binned_ks(reference: np.ndarray, current: np.ndarray) -> float:
+    """Kolmogorov-Smirnov statistic computed from the two binned CDFs."""
+    ref = np.cumsum(reference) / max(np.sum(reference), 1)
+    cur = np.cumsum(current) / max(np.sum(current), 1)
+    return float(np.max(np.abs(cur - ref)))
+
+
+def numeric_counts(profile: dict[str, Any], values: np.ndarray) -> np.ndarray:
+    """Today's values counted in the reference's quantile bins."""
+    inner = np.asarray(profile["edges"][1:-1], dtype=float)
+    present = values[~np.isnan(values)]
+    return np.bincount(np.searchsorted(inner, present, side="right"), minlength=len(inner) + 1)
+
+
+def categorical_drift(reference: dict[str, int], current: dict[str, int]) -> tuple[float, float]:
+    """Jensen-Shannon distance over the union of categories, and the share of unseen ones."""
+    from scipy.spatial.distance import jensenshannon
+
+    categories = sorted(set(reference) | set(current))
+    ref = np.array([reference.get(c, 0) for c in categories], dtype=float)
+    cur = np.array([current.get(c, 0) for c in categories], dtype=float)
+    unseen = sum(count for c, count in current.items() if c not in reference)
+    total = max(cur.sum(), 1.0)
+    return float(jensenshannon(ref, cur, base=2)), float(unseen / total)
+
+
+def level_of(value: float, warning: float, alert: float) -> Level:
+    """Which level a drift score reaches."""
+    return "alert" if value >= alert else "warning" if value >= warning else "ok"
+
+
+def feature_drift(
+    profile: dict[str, Any], frame: pd.DataFrame, settings: Settings
+) -> list[FeatureDrift]:
+    """Drift of every profiled feature of today's frame."""
+    levels = settings.drift
+    small = len(frame) < levels.min_rows
+    results = []
+    for feature, reference in profile["features"].items():
+        if reference["kind"] == "numeric":
+            current = numeric_counts(reference, frame[feature].to_numpy(dtype=float))
+            score = psi(reference["counts"], current)
+            distance, unseen = binned_ks(np.asarray(reference["counts"]), current), 0.0
+            level = level_of(score, levels.numeric_psi.warning, levels.numeric_psi.alert)
+        else:
+            counts = categorical_profile(frame[feature])["counts"]
+            score, unseen = categorical_drift(reference["counts"], counts)
+            distance = score
+            level = level_of(score, levels.categorical_js.warning, levels.categorical_js.alert)
+        results.append(
+            FeatureDrift(
+                feature,
+                reference["kind"],
+                score,
+                distance,
+                unseen,
+                "too_few_rows" if small else level,
+            )
+        )
+    return results
+
+
+def prediction_drift(profile: dict[str, Any], scores: np.ndarray) -> float:
+    """PSI of today's score histogram against the holdout's."""
+    edges = np.asarray(profile["predictions"]["edges"])
+    current, _ = np.histogram(np.clip(scores, 0.0, 1.0), bins=edges)
+    return psi(np.asarray(profile["predictions"]["counts"]), current)
+
+
+def decide(
+    drifted: list[FeatureDrift],
+    prediction_level: Level,
+    performance_level: Level,
+    settings: Settings,
+) -> list[str]:
+    """Reasons to retrain; empty means no alarm."""
+    reasons = []
+    if len(drifted) >= settings.drift.min_drifted_features:
+        named = ", ".join(f"{f.feature} ({f.score:.3f})" for f in drifted)
+        reasons.append(f"{len(drifted)} features drifted: {named}")
+    if prediction_level == "alert":
+        reasons.append("prediction distribution drifted")
+    if performance_level == "alert":
+        reasons.append("realized ROC AUC fell beyond tolerance")
+    return reasons

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from pipelines import features, lake, promote, score, synthetic, train, validate
+from pipelines import features, lake, monitor, promote, score, synthetic, train, validate
 from pipelines.errors import ConfigurationError
 from pipelines.settings import Settings, load_settings
 
@@ -226,8 +226,9 @@ def train_and_gate(
     return {"candidate": candidate, "gate": gate, "infra_check": infra, "outcome": outcome}
 
 
-def scoring_day(requested: str | None, triggering_asset_events: Any, run_after: datetime) -> date:
-    """The night to score: the form's date, else the latest `features` event's, else yesterday."""
+def night(requested: str | None, triggering_asset_events: Any, run_after: datetime) -> date:
+    """The night a run is about: the form's date, else the latest date among its triggering
+    events, else the day before the run."""
     if requested:
         return _day(requested)
     days = [
@@ -243,7 +244,7 @@ def plan_scoring(
     requested: str | None, triggering_asset_events: Any, run_after: datetime
 ) -> dict[str, Any]:
     """Fix the champion version and the shards of a night's scoring."""
-    day = scoring_day(requested, triggering_asset_events, run_after)
+    day = night(requested, triggering_asset_events, run_after)
     return asdict(score.plan(load_settings(), day))
 
 
@@ -265,3 +266,43 @@ def shadow_score(scoring: dict[str, Any]) -> dict[str, Any]:
     except Exception as error:  # the champion's predictions are already out
         log.warning("shadow scoring of %s failed: %s", scoring["day"], error)
         return {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+
+
+def check_drift(
+    requested: str | None, triggering_asset_events: Any, run_after: datetime
+) -> dict[str, Any]:
+    """Check a scored night for drift; write its reports and log its metrics."""
+    settings = load_settings()
+    report = monitor.check(settings, night(requested, triggering_asset_events, run_after))
+    page = monitor.write_report(settings, report)
+    run_id = monitor.log_to_mlflow(settings, report)
+    log.info("drift report of %s: %s", report.day, page)
+    return asdict(report) | {"report_html": str(page), "mlflow_run_id": run_id}
+
+
+def retrain_request(
+    report: dict[str, Any], last_request_day: str | None, active_training_runs: int
+) -> dict[str, Any] | None:
+    """The `retrain_request` event's extra, or None (no alarm, cooling down, or training)."""
+    if not report["alarm"]:
+        return None
+    day = _day(report["day"])
+    cooldown = load_settings().drift.retrain_cooldown
+    if active_training_runs:
+        log.info("drift alarm on %s: a training run is already active", day)
+        return None
+    if last_request_day and day - _day(last_request_day) < cooldown:
+        log.info(
+            "drift alarm on %s: last request on %s, within %s", day, last_request_day, cooldown
+        )
+        return None
+    drifted = {
+        f["feature"]: round(f["score"], 4) for f in report["features"] if f["level"] == "alert"
+    }
+    return {
+        "reason": f"drift on {day.isoformat()}: {'; '.join(report['reasons'])}",
+        "date": day.isoformat(),
+        "drifted_features": drifted,
+        "prediction_psi": round(report["prediction_psi"], 4),
+        "model_version": report["model_version"],
+    }

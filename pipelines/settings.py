@@ -45,7 +45,7 @@ class SyntheticSettings(_Section):
     seed: int = 7
     customers: int = Field(default=5_000, ge=1)
     start_date: date = date(2026, 1, 1)
-    days: int = Field(default=45, ge=1)
+    days: int = Field(default=48, ge=1)
     label_delay_days: int = Field(default=30, ge=0)
     drift_start: date | None = None
     drift_features: tuple[str, ...] = ("usage_minutes", "sessions")
@@ -140,6 +140,26 @@ class ScoringSettings(_Section):
     shadow: bool = True
 
 
+class DriftLevels(_Section):
+    """Warning and alert levels of one drift metric (higher is more drift)."""
+
+    warning: float = Field(ge=0.0)
+    alert: float = Field(ge=0.0)
+
+
+class DriftSettings(_Section):
+    """Drift monitoring: levels per metric, sample-size guard, retrain trigger and cooldown."""
+
+    numeric_psi: DriftLevels = DriftLevels(warning=0.1, alert=0.25)
+    categorical_js: DriftLevels = DriftLevels(warning=0.1, alert=0.2)
+    prediction_psi: DriftLevels = DriftLevels(warning=0.1, alert=0.2)
+    roc_auc_drop: DriftLevels = DriftLevels(warning=0.03, alert=0.07)
+    min_rows: int = Field(default=500, ge=1)
+    min_labelled_rows: int = Field(default=500, ge=1)
+    min_drifted_features: int = Field(default=2, ge=1)
+    retrain_cooldown: timedelta = timedelta(days=7)
+
+
 class MlflowSettings(_Section):
     """Tracking and registry; empty URIs mean the embedded SQLite backend under the state root."""
 
@@ -175,6 +195,7 @@ class Settings(BaseSettings):
     training: TrainingSettings = TrainingSettings()
     gate: GateSettings = GateSettings()
     scoring: ScoringSettings = ScoringSettings()
+    drift: DriftSettings = DriftSettings()
     mlflow: MlflowSettings = MlflowSettings()
 
     @model_validator(mode="after")

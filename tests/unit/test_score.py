@@ -122,11 +122,11 @@ def test_a_crash_before_publish_leaves_the_previous_partition_whole(world, monke
     assert score.partition(settings, score.PREDICTIONS, DAY).read_bytes() == before
 
 
-def test_scoring_day_prefers_the_form_then_the_event_then_yesterday():
+def test_the_night_is_the_forms_date_then_the_latest_event_then_yesterday():
     event = SimpleNamespace(extra={"date": "2026-01-05", "rows": 3})
     later = SimpleNamespace(extra={"date": "2026-01-06", "rows": 3})
     run_after = datetime(2026, 1, 10, 3, tzinfo=UTC)
 
-    assert jobs.scoring_day("2026-01-02", {"features": [event]}, run_after) == date(2026, 1, 2)
-    assert jobs.scoring_day(None, {"features": [event, later]}, run_after) == date(2026, 1, 6)
-    assert jobs.scoring_day(None, {}, run_after) == date(2026, 1, 9)
+    assert jobs.night("2026-01-02", {"features": [event]}, run_after) == date(2026, 1, 2)
+    assert jobs.night(None, {"features": [event, later]}, run_after) == date(2026, 1, 6)
+    assert jobs.night(None, {}, run_after) == date(2026, 1, 9)

@@ -1,0 +1,241 @@
+"""The nightly drift check: today's data against the scoring model's reference profile.
+
+Reads only today's validated features and predictions (and today's labels, for
+the performance of earlier predictions) plus the profile stored with the model;
+writes a JSON and an HTML report, and logs every metric to MLflow as a time
+series (one run per model version, one step per night).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import asdict
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from pipelines import drift, lake, score, tracking
+from pipelines.errors import NoFeaturesError
+from pipelines.settings import Settings
+
+
+def report_dir(settings: Settings, day: date) -> Path:
+    """Where a night's drift report is written."""
+    return settings.state_root / "reports" / "drift" / f"date={day.isoformat()}"
+
+
+def reference_profile(settings: Settings, version: str) -> dict[str, Any]:
+    """The reference profile logged with a model version at training time."""
+    import mlflow
+
+    client = tracking.mlflow_client(settings)
+    run_id = client.get_model_version(settings.training.model_name, version).run_id
+    path = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path="reference_profile.json"
+    )
+    return json.loads(Path(path).read_text())
+
+
+def realized_performance(settings: Settings, day: date) -> dict[str, float] | None:
+    """ROC AUC and calibration of earlier predictions whose labels landed today."""
+    from pipelines.train import classification_metrics
+
+    names = settings.dataset
+    labels_path = lake.partition_file(settings.raw_root, names.label_dataset, day)
+    if not labels_path.exists():
+        return None
+    labels = pd.read_parquet(labels_path, columns=[names.entity, names.timestamp, names.label])
+    if labels.empty:
+        return None
+    predicted_on = (labels[names.timestamp].iloc[0] - timedelta(days=1)).date()
+    predictions_path = score.partition(settings, score.PREDICTIONS, predicted_on)
+    if not predictions_path.exists():
+        return None
+    predictions = pd.read_parquet(
+        predictions_path, columns=[names.entity, settings.scoring.score_column]
+    )
+    joined = labels.merge(predictions, on=names.entity)
+    if len(joined) < settings.drift.min_labelled_rows or joined[names.label].nunique() < 2:
+        return None
+    metrics = classification_metrics(
+        joined[names.label].to_numpy(), joined[settings.scoring.score_column].to_numpy()
+    )
+    return {**metrics, "rows": float(len(joined)), "predicted_on_ordinal": predicted_on.toordinal()}
+
+
+def check(settings: Settings, day: date) -> drift.DriftReport:
+    """Compare a scored night with the reference profile of the model that scored it."""
+    predictions_path = score.partition(settings, score.PREDICTIONS, day)
+    features_path = lake.partition_file(settings.validated_root, settings.dataset.raw_dataset, day)
+    for path in (predictions_path, features_path):
+        if not path.exists():
+            raise NoFeaturesError(f"nothing to check for {day.isoformat()}: {path} is missing")
+    predictions = pq.read_table(
+        predictions_path, columns=["model_version", settings.scoring.score_column]
+    ).to_pandas()
+    version = str(predictions["model_version"].iloc[0])
+    profile = reference_profile(settings, version)
+    frame = pq.read_table(features_path, columns=list(profile["features"])).to_pandas()
+    levels = settings.drift
+    features = drift.feature_drift(profile, frame, settings)
+    scores = predictions[settings.scoring.score_column].to_numpy()
+    prediction_psi = drift.prediction_drift(profile, scores)
+    prediction_level = (
+        "too_few_rows"
+        if len(scores) < levels.min_rows
+        else drift.level_of(
+            prediction_psi, levels.prediction_psi.warning, levels.prediction_psi.alert
+        )
+    )
+    performance = realized_performance(settings, day)
+    performance_level = "no_labels"
+    if performance is not None:
+        drop = profile["holdout_metrics"]["roc_auc"] - performance["roc_auc"]
+        performance["roc_auc_drop"] = drop
+        performance_level = drift.level_of(
+            drop, levels.roc_auc_drop.warning, levels.roc_auc_drop.alert
+        )
+    drifted = [f for f in features if f.level == "alert"]
+    reasons = drift.decide(drifted, prediction_level, performance_level, settings)
+    return drift.DriftReport(
+        day=day.isoformat(),
+        model_version=version,
+        rows=len(frame),
+        features=features,
+        prediction_psi=prediction_psi,
+        prediction_level=prediction_level,
+        performance=performance,
+        performance_level=performance_level,
+        alarm=bool(reasons),
+        reasons=reasons,
+    )
+
+
+def _chart(reference: np.ndarray, current: np.ndarray, labels: list[str], title: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ref = reference / max(reference.sum(), 1)
+    cur = current / max(current.sum(), 1)
+    positions = np.arange(len(labels))
+    figure, axes = plt.subplots(figsize=(6, 2.6))
+    axes.bar(positions - 0.2, ref, width=0.4, label="reference")
+    axes.bar(positions + 0.2, cur, width=0.4, label="today")
+    axes.set_xticks(positions, labels, rotation=45, ha="right", fontsize=7)
+    axes.set_title(title, fontsize=9)
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    plt.close(figure)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _feature_chart(profile: dict[str, Any], frame: pd.DataFrame, item: drift.FeatureDrift) -> str:
+    reference = profile["features"][item.feature]
+    if reference["kind"] == "numeric":
+        current = drift.numeric_counts(reference, frame[item.feature].to_numpy(dtype=float))
+        edges = reference["edges"]
+        labels = [f"{edges[i]:.3g}-{edges[i + 1]:.3g}" for i in range(len(edges) - 1)]
+        ref_counts = np.asarray(reference["counts"], dtype=float)
+    else:
+        today = drift.categorical_profile(frame[item.feature])["counts"]
+        labels = sorted(set(reference["counts"]) | set(today))
+        ref_counts = np.array([reference["counts"].get(c, 0) for c in labels], dtype=float)
+        current = np.array([today.get(c, 0) for c in labels], dtype=float)
+    title = f"{item.feature}: {item.score:.3f} ({item.level})"
+    return _chart(ref_counts, np.asarray(current, dtype=float), labels, title)
+
+
+def write_report(settings: Settings, report: drift.DriftReport) -> Path:
+    """Write the night's report as JSON and as HTML with one chart per feature."""
+    day = date.fromisoformat(report.day)
+    target = report_dir(settings, day)
+    lake.write_json_atomic(asdict(report), target / "report.json")
+    profile = reference_profile(settings, report.model_version)
+    frame = pq.read_table(
+        lake.partition_file(settings.validated_root, settings.dataset.raw_dataset, day),
+        columns=list(profile["features"]),
+    ).to_pandas()
+    scores = pq.read_table(
+        score.partition(settings, score.PREDICTIONS, day), columns=[settings.scoring.score_column]
+    )[settings.scoring.score_column].to_numpy()
+    charts = [_feature_chart(profile, frame, item) for item in report.features]
+    edges = np.asarray(profile["predictions"]["edges"])
+    today, _ = np.histogram(scores, bins=edges)
+    charts.append(
+        _chart(
+            np.asarray(profile["predictions"]["counts"], float),
+            today.astype(float),
+            [f"{edge:.2f}" for edge in edges[:-1]],
+            f"predictions: PSI {report.prediction_psi:.3f} ({report.prediction_level})",
+        )
+    )
+    rows = "".join(
+        f"<tr><td>{html.escape(f.feature)}</td><td>{f.kind}</td><td>{f.score:.4f}</td>"
+        f"<td>{f.distance:.4f}</td><td>{f.unseen_share:.2%}</td>"
+        f"<td class='{f.level}'>{f.level}</td></tr>"
+        for f in report.features
+    )
+    verdict = "; ".join(report.reasons) if report.alarm else "no alarm"
+    images = "".join(f"<img src='data:image/png;base64,{chart}'>" for chart in charts)
+    page = (
+        "<!doctype html><meta charset='utf-8'>"
+        f"<title>Drift {report.day}</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px}"
+        ".alert{color:#b00;font-weight:bold}.warning{color:#c70}</style>"
+        f"<h1>Drift report {report.day}</h1>"
+        f"<p>Model version {report.model_version}, {report.rows} rows. "
+        f"<b>{html.escape(verdict)}</b></p>"
+        f"<p>Realized performance: {html.escape(json.dumps(report.performance))} "
+        f"({report.performance_level})</p>"
+        "<table><tr><th>feature</th><th>kind</th><th>PSI / JS</th><th>KS / JS</th>"
+        f"<th>unseen</th><th>level</th></tr>{rows}</table>{images}"
+    )
+    lake.write_bytes_atomic(page.encode(), target / "report.html")
+    return target / "report.html"
+
+
+def log_to_mlflow(settings: Settings, report: drift.DriftReport) -> str:
+    """Log the night's metrics as one step of the model version's drift time series."""
+    import mlflow
+
+    client = tracking.mlflow_client(settings)
+    experiment = tracking.experiment_id(settings, f"{settings.training.model_name}-drift")
+    runs = client.search_runs(
+        [experiment], f"tags.model_version = '{report.model_version}'", max_results=1
+    )
+    if runs:
+        run_id = runs[0].info.run_id
+    else:
+        run_id = client.create_run(
+            experiment,
+            run_name=f"drift-v{report.model_version}",
+            tags={"model_version": report.model_version},
+        ).info.run_id
+    day = date.fromisoformat(report.day)
+    step = day.toordinal()
+    moment = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+    metrics = {f"drift.{f.feature}": f.score for f in report.features}
+    metrics["drift.prediction_psi"] = report.prediction_psi
+    metrics["drift.features_alerting"] = float(len(report.drifted))
+    metrics["drift.alarm"] = float(report.alarm)
+    for key, value in (report.performance or {}).items():
+        metrics[f"realized.{key}"] = float(value)
+    client.log_batch(
+        run_id,
+        metrics=[
+            mlflow.entities.Metric(key, float(value), moment, step)
+            for key, value in metrics.items()
+        ],
+    )
+    return run_id

@@ -1,0 +1,131 @@
+"""`drift_monitor` end to end: drift found on the right features, one retrain request."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+
+import pyarrow as pa
+import pytest
+
+from pipelines import jobs, lake, monitor, orchestrator, synthetic, tracking
+from pipelines.settings import load_settings
+
+pytestmark = pytest.mark.e2e
+
+LAST_HISTORY_DAY = date(2026, 2, 14)
+DRIFT_START = date(2026, 2, 15)
+
+
+def _score_night(day: date) -> None:
+    plan = jobs.plan_scoring(day.isoformat(), None, datetime.now(UTC))
+    for shard in plan["shards"]:
+        jobs.score_shard(plan, shard)
+    jobs.publish_predictions(plan)
+
+
+@pytest.fixture(scope="module")
+def monitored_world(labelled_world, airflow_db):
+    """A champion, 20 scored nights without drift, and 3 scored nights with drift."""
+    patch, _ = labelled_world
+    jobs.train_and_gate(LAST_HISTORY_DAY, None, None, None, "champion", "test")
+    patch.setenv("MLOPS_SYNTHETIC__DRIFT_START", DRIFT_START.isoformat())
+    patch.setenv("MLOPS_SYNTHETIC__DRIFT_FEATURES", '["usage_minutes", "sessions"]')
+    patch.setenv("MLOPS_SYNTHETIC__DRIFT_MAGNITUDE", "1.5")
+    settings = load_settings()
+    for offset in range(3):
+        day = DRIFT_START + timedelta(days=offset)
+        frame = synthetic.activity(settings.synthetic, day)
+        lake.write_table_atomic(
+            pa.Table.from_pandas(frame, schema=synthetic.ACTIVITY_SCHEMA, preserve_index=False),
+            lake.partition_file(settings.validated_root, settings.dataset.raw_dataset, day),
+        )
+    quiet = [LAST_HISTORY_DAY - timedelta(days=n) for n in range(20)]
+    for day in [*quiet, DRIFT_START, DRIFT_START + timedelta(days=1)]:
+        _score_night(day)
+    return settings, quiet
+
+
+def _monitor(day: date):
+    dag = orchestrator.load_dag(load_settings(), "drift_monitor")
+    midnight = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+    return orchestrator.run_dag(dag, midnight, {"date": day.isoformat()})
+
+
+def _retrain_requests() -> list[dict]:
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = (
+            session.query(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .filter(AssetModel.name == "retrain_request")
+            .order_by(AssetEvent.id)
+        )
+        return [row.extra for row in rows]
+
+
+def test_twenty_quiet_nights_raise_no_alarm(monitored_world):
+    settings, quiet = monitored_world
+
+    reports = [monitor.check(settings, day) for day in quiet]
+
+    assert [r.reasons for r in reports if r.alarm] == []
+    assert all(f.level != "alert" for r in reports for f in r.features)
+
+
+def test_injected_drift_is_found_on_the_right_features_and_requests_retraining(monitored_world):
+    settings, _ = monitored_world
+
+    outcome = _monitor(DRIFT_START)
+
+    assert outcome.state == "success", outcome.tasks
+    assert outcome.tasks["request_retraining"] == "success"
+    (request,) = _retrain_requests()
+    assert request["date"] == DRIFT_START.isoformat()
+    assert {"usage_minutes", "sessions"} <= set(request["drifted_features"])
+    assert "drift on 2026-02-15" in request["reason"]
+    report = json.loads((monitor.report_dir(settings, DRIFT_START) / "report.json").read_text())
+    alerting = {f["feature"] for f in report["features"] if f["level"] == "alert"}
+    assert alerting <= {"usage_minutes", "sessions", "days_since_last_login"}
+    assert "<img" in (monitor.report_dir(settings, DRIFT_START) / "report.html").read_text()
+
+
+def test_the_cooldown_holds_under_repeated_alarms(monitored_world):
+    settings, _ = monitored_world
+    next_day = DRIFT_START + timedelta(days=1)
+
+    outcome = _monitor(next_day)
+
+    assert outcome.state == "success"
+    assert outcome.tasks["request_retraining"] == "skipped"
+    assert len(_retrain_requests()) == 1
+    assert json.loads((monitor.report_dir(settings, next_day) / "report.json").read_text())["alarm"]
+
+
+def test_every_night_is_logged_to_mlflow_as_a_time_series(monitored_world):
+    settings, _ = monitored_world
+    client = tracking.mlflow_client(settings)
+    experiment = client.get_experiment_by_name(f"{settings.training.model_name}-drift")
+    (run,) = client.search_runs([experiment.experiment_id], "tags.model_version = '1'")
+
+    history = client.get_metric_history(run.info.run_id, "drift.usage_minutes")
+
+    steps = sorted(metric.step for metric in history)
+    assert steps[-2:] == [DRIFT_START.toordinal(), DRIFT_START.toordinal() + 1]
+    assert len(steps) >= 2
+
+
+def test_performance_is_measured_when_delayed_labels_arrive(monitored_world):
+    # Given predictions made 30 days before labels for them landed
+    settings, _ = monitored_world
+    predicted_on = LAST_HISTORY_DAY - timedelta(days=settings.synthetic.label_delay_days)
+    _score_night(predicted_on)
+
+    performance = monitor.realized_performance(settings, LAST_HISTORY_DAY)
+
+    assert performance is not None
+    assert performance["rows"] == settings.synthetic.customers
+    assert 0.5 < performance["roc_auc"] <= 1.0
+    assert monitor.realized_performance(settings, LAST_HISTORY_DAY - timedelta(days=1)) is None
