@@ -5,8 +5,12 @@
    broken: the gate stops and quarantines it, then it is re-landed and re-run.
 2. Once enough labels have arrived (they lag by `label_delay_days`), the
    `training` DAG trains, gates and promotes the first champion.
-3. Every later night runs `feature_pipeline`, then `batch_scoring` with the
-   champion.
+3. Every later night runs `feature_pipeline`, `batch_scoring` with the champion,
+   then `drift_monitor`. From one night on, covariate drift is injected into the
+   activity: the monitor raises its alarm, requests retraining (once per cooldown
+   window), and the `training` DAG runs with the drift as its reason; the new
+   model is promoted or rejected by the gate, and scoring goes on with whichever
+   model is champion.
 
 The summary says what happened each night and where to look at the results.
 """
@@ -14,6 +18,7 @@ The summary says what happened each night and where to look at the results.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -21,12 +26,13 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from pipelines import lake, orchestrator, promote, score, synthetic
-from pipelines.settings import Settings
+from pipelines import lake, monitor, orchestrator, promote, score, synthetic
+from pipelines.settings import Settings, load_settings
 
 BROKEN_DAY_INDEX = 2
 BROKEN_FAULT = synthetic.Fault.UNKNOWN_CATEGORY
 LABELLED_DAYS_FOR_FIRST_MODEL = 10
+DRIFT_AFTER_SCORED_NIGHTS = 2
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,9 @@ class NightSummary:
     features: str
     rows_validated: int
     predictions: int
+    drifted_features: str
+    prediction_psi: str
+    alarm: str
     champion: str
 
 
@@ -78,27 +87,65 @@ def _run(settings: Settings, dag_id: str, day: date, conf: dict[str, Any] | None
     return outcome
 
 
+def _drift(settings: Settings, day: date) -> tuple[str, str, str]:
+    outcome = _run(settings, "drift_monitor", day, {"date": day.isoformat()})
+    path = monitor.report_dir(settings, day) / "report.json"
+    if not outcome.succeeded or not path.exists():
+        return "-", "-", "error"
+    report = json.loads(path.read_text())
+    drifted = [f["feature"] for f in report["features"] if f["level"] == "alert"]
+    if outcome.tasks.get("request_retraining") == "success":
+        alarm = "retrain requested"
+        print(f"  drift alarm: {'; '.join(report['reasons'])}", flush=True)
+        print(f"  retraining: {_train(settings, day, _last_request_reason(report))}", flush=True)
+    else:
+        alarm = "alarm (cooldown)" if report["alarm"] else "no"
+    return str(len(drifted)), f"{report['prediction_psi']:.3f}", alarm
+
+
+def _train(settings: Settings, day: date, reason: str) -> str:
+    outcome = _run(settings, "training", day, {"reason": reason})
+    if outcome.tasks.get("promote") == "success":
+        return f"v{promote.alias_version(settings, promote.CHAMPION)} promoted to champion"
+    if outcome.tasks.get("reject") == "success":
+        rejected = next(m for m in reversed(promote.history(settings)) if m.action == "reject")
+        return f"v{rejected.to_version} rejected: {rejected.reason}"
+    return outcome.state
+
+
+def _last_request_reason(report: dict[str, Any]) -> str:
+    return f"drift on {report['day']}: {'; '.join(report['reasons'])}"
+
+
 def _night(settings: Settings, day: date, attempt: str, scoring: bool) -> NightSummary:
     features = _run(settings, "feature_pipeline", day)
+    drifted, prediction_psi, alarm = "-", "-", "-"
     if scoring and features.succeeded:
-        _run(settings, "batch_scoring", day, {"date": day.isoformat()})
+        scored = _run(settings, "batch_scoring", day, {"date": day.isoformat()})
+        if scored.succeeded:
+            drifted, prediction_psi, alarm = _drift(settings, day)
     return NightSummary(
         day=day,
         attempt=attempt,
         features=features.state,
         rows_validated=_rows(settings, day),
         predictions=_predictions(settings, day),
+        drifted_features=drifted,
+        prediction_psi=prediction_psi,
+        alarm=alarm,
         champion=promote.alias_version(settings, promote.CHAMPION) or "-",
     )
 
 
-def _train(settings: Settings, day: date, reason: str) -> str:
-    outcome = _run(settings, "training", day, {"reason": reason})
-    if outcome.tasks.get("promote") == "success":
-        return "promoted"
-    if outcome.tasks.get("reject") == "success":
-        return "rejected"
-    return outcome.state
+def _with_drift(settings: Settings, days: list[date], first_model_index: int) -> Settings:
+    """Settings whose generator injects drift a few scored nights after the first model.
+
+    Set through the environment, so the DAG tasks (which load settings themselves)
+    see the same world. A drift start configured by the user is kept.
+    """
+    start = min(len(days) - 1, first_model_index + 1 + DRIFT_AFTER_SCORED_NIGHTS)
+    os.environ.setdefault("MLOPS_SYNTHETIC__DRIFT_START", days[start].isoformat())
+    return load_settings()
 
 
 def run(settings: Settings) -> list[NightSummary]:
@@ -111,10 +158,13 @@ def run(settings: Settings) -> list[NightSummary]:
     first_model_index = min(
         len(days) - 1, settings.synthetic.label_delay_days + LABELLED_DAYS_FOR_FIRST_MODEL
     )
+    settings = _with_drift(settings, days, first_model_index)
+    drift = settings.synthetic
     print(
-        f"simulating {len(days)} nights of {settings.synthetic.customers} customers "
+        f"simulating {len(days)} nights of {drift.customers} customers "
         f"({days[0]} to {days[-1]}); {days[BROKEN_DAY_INDEX]} lands with '{BROKEN_FAULT}'; "
-        f"the first model trains after {days[first_model_index]}",
+        f"the first model trains after {days[first_model_index]}; from {drift.drift_start} "
+        f"{', '.join(drift.drift_features)} drift by x{1 + drift.drift_magnitude:.1f}",
         flush=True,
     )
     nights = []
@@ -135,11 +185,15 @@ def run(settings: Settings) -> list[NightSummary]:
 
 
 def _print_summary(settings: Settings, nights: list[NightSummary]) -> None:
-    print("\nday         attempt    features  rows validated  predictions  champion")
+    print(
+        "\nday         attempt    features  rows validated  predictions  "
+        "drifted  pred PSI  alarm              champion"
+    )
     for night in nights:
         print(
             f"{night.day.isoformat()}  {night.attempt:<9}  {night.features:<8}  "
-            f"{night.rows_validated:>14}  {night.predictions:>11}  v{night.champion}"
+            f"{night.rows_validated:>14}  {night.predictions:>11}  {night.drifted_features:>7}  "
+            f"{night.prediction_psi:>8}  {night.alarm:<17}  v{night.champion}"
         )
     print(f"\nonline store holds {_online_entities(settings)} customers' latest features.")
     print("\nmodel registry audit trail:")
@@ -153,6 +207,7 @@ def _print_summary(settings: Settings, nights: list[NightSummary]) -> None:
     print(f"  quarantined partitions:       {settings.quarantine_root}")
     print(f"  validated lake:               {settings.validated_root}")
     print(f"  predictions:                  {settings.lake_root / score.PREDICTIONS}")
+    print(f"  drift reports (JSON, HTML):   {settings.state_root / 'reports' / 'drift'}")
     print(f"  Feast online store (SQLite):  {settings.feast_root / 'online_store.db'}")
     print(
         "  Feast CLI:                    "
