@@ -122,8 +122,14 @@ def window_rows(
     columns: list[str],
     start: datetime,
     end: datetime,
+    entities: tuple[int, int] | None = None,
+    batch_rows: int | None = None,
 ) -> pa.Table:
-    """Rows of `files` with start <= timestamp <= end (Feast's file-source bounds)."""
+    """Rows of `files` with start <= timestamp <= end (Feast's file-source bounds).
+
+    `entities` keeps only keys first..last; with files sorted by entity, row
+    groups outside that range are skipped from their statistics.
+    """
     if not files:
         return pa.table({})
     dataset = ds.dataset([str(path) for path in files], format="parquet")
@@ -131,7 +137,10 @@ def window_rows(
     window = (ds.field(timestamp) >= pa.scalar(start, bound)) & (
         ds.field(timestamp) <= pa.scalar(end, bound)
     )
-    return dataset.to_table(columns=[entity, timestamp, *columns], filter=window)
+    if entities is not None:
+        window &= (ds.field(entity) >= entities[0]) & (ds.field(entity) <= entities[1])
+    options = {"batch_size": batch_rows} if batch_rows else {}
+    return dataset.to_table(columns=[entity, timestamp, *columns], filter=window, **options)
 
 
 def latest_per_entity(table: pa.Table, entity: str, timestamp: str) -> pa.Table:

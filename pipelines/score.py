@@ -112,19 +112,16 @@ def shard_features(
     """Point-in-time features of customers first..last: latest row with T - ttl <= ts <= T."""
     names = settings.dataset
     at = datetime.fromisoformat(scoring.as_of)
-    start = at - timedelta(seconds=scoring.feature_ttl_seconds)
-    files = _window_files(settings, at, timedelta(seconds=scoring.feature_ttl_seconds))
-    bound = pa.timestamp("us", tz="UTC")
-    window = (
-        (ds.field(names.entity) >= first)
-        & (ds.field(names.entity) <= last)
-        & (ds.field(names.timestamp) >= pa.scalar(start, bound))
-        & (ds.field(names.timestamp) <= pa.scalar(at, bound))
-    )
-    rows = ds.dataset([str(f) for f in files], format="parquet").to_table(
-        columns=[names.entity, names.timestamp, *columns],
-        filter=window,
-        batch_size=settings.scoring.read_batch_rows,
+    ttl = timedelta(seconds=scoring.feature_ttl_seconds)
+    rows = features.window_rows(
+        _window_files(settings, at, ttl),
+        names.entity,
+        names.timestamp,
+        columns,
+        at - ttl,
+        at,
+        entities=(first, last),
+        batch_rows=settings.scoring.read_batch_rows,
     )
     return features.latest_per_entity(rows, names.entity, names.timestamp)
 
