@@ -19,9 +19,21 @@ PREDICTION_BINS = 20
 
 
 def numeric_profile(values: pd.Series, bins: int) -> dict[str, Any]:
-    """Quantile bin edges of a numeric feature and the share of rows in each bin."""
+    """Bin edges of a numeric feature and the number of rows in each bin.
+
+    Quantile edges in general. A feature with at most `bins` distinct values (counts
+    such as payment failures, mostly 0) gets one bin per value, edges at the midpoints:
+    its quantiles would collapse into one bin, whose PSI is 0 whatever today looks like.
+    """
     present = values.dropna().to_numpy(dtype=float)
-    edges = np.unique(np.quantile(present, np.linspace(0.0, 1.0, bins + 1))) if len(present) else []
+    distinct = np.unique(present)
+    if 1 < len(distinct) <= bins:
+        middles = (distinct[:-1] + distinct[1:]) / 2.0
+        edges = np.concatenate([distinct[:1], middles, distinct[-1:]])
+    elif len(present):
+        edges = np.unique(np.quantile(present, np.linspace(0.0, 1.0, bins + 1)))
+    else:
+        edges = np.array([])
     inner = np.asarray(edges[1:-1], dtype=float)
     counts = np.bincount(np.searchsorted(inner, present, side="right"), minlength=len(inner) + 1)
     return {

@@ -1,0 +1,661 @@
+"""Benchmark: drift detection on one night's rows, the project's profile vs scipy vs Evidently.
+
+Scenario: ``--rows`` current rows (default 1,000,000: one activity partition of that many
+customers) checked on every model feature (the 9 activity features: 2 categorical, 7
+numeric) against a reference of the same number of rows. The data comes from
+``synthetic.activity`` with ``customers = rows``:
+
+* reference: the ``REFERENCE_DAYS`` (7) days before the checked day ``D``, one row per
+  customer, customer ``i`` taken from day ``D - 7 + i % 7`` (so ``rows`` rows in all);
+* today: day ``D`` with covariate drift injected from ``D`` on (``drift_start = D``) on
+  ``DRIFT_FEATURES`` (``usage_minutes``, ``sessions``) with ``drift_magnitude`` 0.6 (the
+  rates are multiplied by 1.6). ``days_since_last_login`` depends on ``sessions`` in the
+  generator (0 when a customer had a session), so it moves a little too, indirectly.
+
+Both frames are written to parquet (``synthetic.ACTIVITY_SCHEMA``, zstd) and the reference
+profile is built once from the reference frame with ``drift.reference_profile`` (bins =
+``training.profile_bins``; the prediction histogram uses the hidden churn probability as a
+stand-in for holdout scores) and stored as JSON, as training does. All of it is cached
+under ``<state_root>/bench/drift/r<rows>/`` with a manifest, so reruns skip generation.
+
+Measured paths, each in its own fresh subprocess (so peak RSS, ``ru_maxrss``, is per path;
+heavy libraries are imported before the clock starts; ``read_s`` is reading the parquet
+inputs, reported separately and never in ``wall_s``; ``rss_before_mb`` is the peak just
+before the clock, i.e. interpreter, libraries and the loaded data):
+
+* ``ours``: ``drift.feature_drift(profile, today, settings)``, with the profile loaded from
+  its JSON and today's frame read the way ``monitor.check`` reads it
+  (``pq.read_table(columns=profile features).to_pandas()``). Flags: ``level == "alert"``.
+* ``scipy`` (what a user without a profile would write): on the raw reference and today
+  rows, ``scipy.stats.ks_2samp`` for every numeric feature and ``chi2_contingency`` on the
+  2 x k table of category counts for every categorical one. Flags: ``p < 0.05`` (at 1M rows
+  nearly everything, however small the shift: that is the point of reporting it).
+* ``evidently`` (the baseline): ``Report([DataDriftPreset()], include_tests=True).run(
+  current_data=today, reference_data=reference)`` (Evidently 0.7's order: current first),
+  on pandas frames of the same parquet files. Evidently is not a project dependency: it
+  runs in its own virtualenv, ``<state_root>/bench/evidently-venv`` (created with
+  ``pip install 'evidently>=0.7,<0.8' 'pandas<3' pyarrow`` when missing; ``pandas<3``
+  because evidently 0.7 imports a helper pandas 3 removed), with ``DO_NOT_TRACK=1``.
+  Flags: the per-column ``Value Drift`` test failing, i.e. Evidently's own verdict with its
+  default method and threshold per column (``include_tests`` only turns that verdict
+  into a test entry; the drift computation is the same). If the venv cannot be built or
+  the run fails, the error is recorded in the JSON, never raised.
+
+Targets (printed, and in the JSON under ``targets``): ``ours_s`` <= 2 s,
+``speedup_vs_evidently`` (evidently_s / ours_s) >= 10, and ``same_features_flagged``
+(ours' alert set equal to Evidently's drifted set). The JSON also says whether ours'
+set equals the injected one (``ours_equals_injected``).
+
+Run it from the repository root::
+
+    .venv/bin/python -m bench.drift [--rows 1000000] [--state-root .state]
+                                    [--skip-evidently] [--repeats 1]
+                                    [--drift-features usage_minutes,sessions]
+
+``--drift-features`` picks the drifted numeric features (data cached apart from the default
+set's, under ``r<rows>-<a>+<b>/``). ``--repeats N`` runs each path N times (fresh
+subprocess each time, interleaved); ``*_s`` is then the median and the peak RSS the
+maximum. It prints human-readable lines, then, as its last line, one JSON object with
+every figure, ratio and flagged set.
+
+This module imports only the standard library at import time: the Evidently child runs
+it (``python -m bench.drift --role evidently``) in Evidently's venv, without the project.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PATHS = ("ours", "scipy", "evidently")
+MANIFEST_VERSION = 1
+REFERENCE_DAYS = 7
+CHECK_DAY_OFFSET = 28  # the checked day D is start_date + 28 days
+DRIFT_FEATURES = ("usage_minutes", "sessions")
+DRIFT_MAGNITUDE = 0.6
+P_VALUE_ALPHA = 0.05
+OURS_MAX_S = 2.0
+SPEEDUP_VS_EVIDENTLY_MIN = 10.0
+EVIDENTLY_REQUIREMENTS = ("evidently>=0.7,<0.8", "pandas<3", "pyarrow")
+EVIDENTLY_TIMEOUT_S = 1_800.0
+
+
+# --------------------------------------------------------------------------- children
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident set size of this process so far (Linux reports KiB)."""
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kib / 1024.0, 1)
+
+
+def _write_json(path: Path, document: dict[str, Any]) -> None:
+    path.write_text(json.dumps(document, default=str))
+
+
+def _read_manifest(data_dir: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((data_dir / "manifest.json").read_text())
+    return loaded
+
+
+def _expected_manifest(rows: int, drift_features: tuple[str, ...]) -> dict[str, Any]:
+    """What the cache must hold for `rows`: the generator's settings and the bench's layout."""
+    from pipelines import synthetic
+    from pipelines.settings import SyntheticSettings, load_settings
+
+    settings = load_settings()
+    defaults = SyntheticSettings()
+    today = defaults.start_date + timedelta(days=CHECK_DAY_OFFSET)
+    cfg = defaults.model_copy(
+        update={
+            "customers": rows,
+            "drift_start": today,
+            "drift_features": drift_features,
+            "drift_magnitude": DRIFT_MAGNITUDE,
+        }
+    )
+    return {
+        "version": MANIFEST_VERSION,
+        "rows": rows,
+        "synthetic": cfg.model_dump(mode="json"),
+        "today": today.isoformat(),
+        "reference_days": [
+            (today - timedelta(days=REFERENCE_DAYS - k)).isoformat() for k in range(REFERENCE_DAYS)
+        ],
+        "categorical": list(synthetic.CATEGORICAL_FEATURES),
+        "numeric": list(synthetic.NUMERIC_FEATURES),
+        "features": list(synthetic.FEATURES),
+        "injected": list(drift_features),
+        "bins": settings.training.profile_bins,
+        "schema": str(synthetic.ACTIVITY_SCHEMA),
+    }
+
+
+def _child_generate(
+    data_dir: Path, rows: int, drift_features: tuple[str, ...], result_file: Path
+) -> None:
+    """Write reference.parquet, today.parquet and profile.json (unless cached)."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    from pipelines import drift, lake, synthetic
+    from pipelines.settings import SyntheticSettings
+
+    manifest = _expected_manifest(rows, drift_features)
+    files = [data_dir / name for name in ("reference.parquet", "today.parquet", "profile.json")]
+    manifest_path = data_dir / "manifest.json"
+    cached = (
+        manifest_path.exists()
+        and json.loads(manifest_path.read_text()) == manifest
+        and all(f.exists() for f in files)
+    )
+    started = time.perf_counter()
+    if not cached:
+        manifest_path.unlink(missing_ok=True)
+        cfg = SyntheticSettings.model_validate(manifest["synthetic"])
+        today = date.fromisoformat(manifest["today"])
+        parts = []
+        for k, day_text in enumerate(manifest["reference_days"]):
+            frame = synthetic.activity(cfg, date.fromisoformat(day_text))
+            parts.append(frame.iloc[k::REFERENCE_DAYS])
+        reference = pd.concat(parts, ignore_index=True)
+        del parts
+        current = synthetic.activity(cfg, today)
+        for frame, target in zip((reference, current), files[:2], strict=True):
+            table = pa.Table.from_pandas(
+                frame, schema=synthetic.ACTIVITY_SCHEMA, preserve_index=False
+            )
+            lake.write_table_atomic(table, target)
+        # The profile is built from the frame as training would see it: read back from parquet.
+        features = pd.read_parquet(files[0], columns=manifest["features"])
+        scores = synthetic.churn_probability(cfg, features, today - timedelta(days=1))
+        profile = drift.reference_profile(
+            features,
+            manifest["categorical"],
+            np.asarray(scores),
+            {},  # no model here: the holdout metrics are not used by the feature drift check
+            manifest["bins"],
+        )
+        lake.write_json_atomic(profile, files[2])
+        lake.write_json_atomic(manifest, manifest_path)
+    generate_s = time.perf_counter() - started
+    # Every path reads the same bytes: make them equally warm in the page cache.
+    data_bytes = sum(len(f.read_bytes()) for f in files)
+    _write_json(
+        result_file,
+        {
+            "cached": cached,
+            "generate_s": round(generate_s, 2),
+            "data_mb": round(data_bytes / 2**20, 1),
+            "profile_kb": round(files[2].stat().st_size / 1024, 1),
+        },
+    )
+
+
+def _child_ours(data_dir: Path, result_file: Path) -> None:
+    """Time `drift.feature_drift` on today's rows against the stored profile."""
+    import pyarrow.parquet as pq
+    import scipy.spatial.distance  # noqa: F401  (imported lazily by drift.categorical_drift)
+
+    from pipelines import drift
+    from pipelines.settings import load_settings
+
+    settings = load_settings()
+    started = time.perf_counter()
+    profile = json.loads((data_dir / "profile.json").read_text())
+    columns = list(profile["features"])
+    frame = pq.read_table(data_dir / "today.parquet", columns=columns).to_pandas()
+    read_s = time.perf_counter() - started
+    rss_before = _peak_rss_mb()
+    started = time.perf_counter()
+    results = drift.feature_drift(profile, frame, settings)
+    wall = time.perf_counter() - started
+    peak = _peak_rss_mb()
+    _write_json(
+        result_file,
+        {
+            "wall_s": wall,
+            "read_s": read_s,
+            "peak_rss_mb": peak,
+            "rss_before_mb": rss_before,
+            "rows": len(frame),
+            "features": {
+                r.feature: {
+                    "kind": r.kind,
+                    "score": round(r.score, 6),
+                    "distance": round(r.distance, 6),
+                    "level": r.level,
+                }
+                for r in results
+            },
+            "flagged": sorted(r.feature for r in results if r.level == "alert"),
+        },
+    )
+
+
+def _child_scipy(data_dir: Path, result_file: Path) -> None:
+    """Time two-sample tests on the raw rows: KS per numeric feature, chi-square per categorical."""
+    import numpy as np
+    import pyarrow.parquet as pq
+    from scipy import stats
+
+    manifest = _read_manifest(data_dir)
+    started = time.perf_counter()
+    reference = pq.read_table(data_dir / "reference.parquet", columns=manifest["features"])
+    current = pq.read_table(data_dir / "today.parquet", columns=manifest["features"])
+    ref, cur = reference.to_pandas(), current.to_pandas()
+    read_s = time.perf_counter() - started
+    rss_before = _peak_rss_mb()
+    started = time.perf_counter()
+    features: dict[str, dict[str, Any]] = {}
+    for column in manifest["features"]:
+        if column in manifest["categorical"]:
+            ref_counts = ref[column].fillna("<missing>").value_counts()
+            cur_counts = cur[column].fillna("<missing>").value_counts()
+            categories = ref_counts.index.union(cur_counts.index)
+            table = np.vstack(
+                [
+                    ref_counts.reindex(categories, fill_value=0).to_numpy(),
+                    cur_counts.reindex(categories, fill_value=0).to_numpy(),
+                ]
+            )
+            chi2 = stats.chi2_contingency(table)
+            statistic, pvalue, test = float(chi2.statistic), float(chi2.pvalue), "chi2"
+        else:
+            left = ref[column].to_numpy(dtype=float)
+            right = cur[column].to_numpy(dtype=float)
+            ks = stats.ks_2samp(left[~np.isnan(left)], right[~np.isnan(right)])
+            statistic, pvalue, test = float(ks.statistic), float(ks.pvalue), "ks"
+        features[column] = {"test": test, "statistic": statistic, "pvalue": pvalue}
+    wall = time.perf_counter() - started
+    peak = _peak_rss_mb()
+    _write_json(
+        result_file,
+        {
+            "wall_s": wall,
+            "read_s": read_s,
+            "peak_rss_mb": peak,
+            "rss_before_mb": rss_before,
+            "rows": len(cur),
+            "reference_rows": len(ref),
+            "features": features,
+            "flagged": sorted(c for c, f in features.items() if f["pvalue"] < P_VALUE_ALPHA),
+        },
+    )
+
+
+def _child_evidently(data_dir: Path, result_file: Path) -> None:
+    """Time Evidently's DataDriftPreset (runs in Evidently's own venv, without the project)."""
+    import evidently
+    import pandas as pd
+    from evidently import Report
+    from evidently.presets import DataDriftPreset
+
+    manifest = _read_manifest(data_dir)
+    started = time.perf_counter()
+    ref = pd.read_parquet(data_dir / "reference.parquet", columns=manifest["features"])
+    cur = pd.read_parquet(data_dir / "today.parquet", columns=manifest["features"])
+    read_s = time.perf_counter() - started
+    rss_before = _peak_rss_mb()
+    started = time.perf_counter()
+    snapshot = Report([DataDriftPreset()], include_tests=True).run(
+        current_data=cur, reference_data=ref
+    )
+    wall = time.perf_counter() - started
+    peak = _peak_rss_mb()
+    started = time.perf_counter()
+    document = snapshot.dict()
+    extract_s = time.perf_counter() - started
+    features: dict[str, dict[str, Any]] = {}
+    drifted_count: Any = None
+    for metric in document["metrics"]:
+        config = metric["config"]
+        if config["type"].endswith(":ValueDrift"):
+            features[config["column"]] = {
+                "method": config.get("method"),
+                "threshold": config.get("threshold"),
+                "value": metric["value"],
+                "drifted": None,
+            }
+        elif config["type"].endswith(":DriftedColumnsCount"):
+            drifted_count = metric["value"]
+    for test in document["tests"]:
+        column = test.get("metric_config", {}).get("params", {}).get("column")
+        if test.get("id") == "drift" and column in features:
+            features[column]["drifted"] = test["status"] == "FAIL"
+    _write_json(
+        result_file,
+        {
+            "wall_s": wall,
+            "read_s": read_s,
+            "extract_s": extract_s,
+            "peak_rss_mb": peak,
+            "rss_before_mb": rss_before,
+            "rows": len(cur),
+            "version": evidently.__version__,
+            "drifted_columns": drifted_count,
+            "features": features,
+            "flagged": sorted(c for c, f in features.items() if f["drifted"]),
+        },
+    )
+
+
+# --------------------------------------------------------------------------- parent
+
+
+def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p
+    )
+    env.update(extra or {})
+    return env
+
+
+def _run_child(
+    python: str,
+    role: str,
+    data_dir: Path,
+    rows: int,
+    workdir: Path,
+    env: dict[str, str],
+    timeout: float | None = None,
+    drift_features: tuple[str, ...] = DRIFT_FEATURES,
+) -> dict[str, Any]:
+    """Run one role in a fresh interpreter and return the JSON it wrote."""
+    result_file = workdir / f"{role}.json"
+    result_file.unlink(missing_ok=True)
+    command = [
+        python,
+        "-m",
+        "bench.drift",
+        "--role",
+        role,
+        "--data-dir",
+        str(data_dir),
+        "--rows",
+        str(rows),
+        "--drift-features",
+        ",".join(drift_features),
+        "--result-file",
+        str(result_file),
+    ]
+    done = subprocess.run(
+        command,
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
+    if done.returncode != 0 or not result_file.exists():
+        tail = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
+        raise RuntimeError(f"bench child {role!r} failed (exit {done.returncode}):\n{tail}")
+    loaded: dict[str, Any] = json.loads(result_file.read_text())
+    return loaded
+
+
+def _evidently_python(state_root: Path) -> tuple[str | None, str | None]:
+    """Evidently's venv interpreter (built on first use), or None and why it is missing."""
+    venv = state_root / "bench" / "evidently-venv"
+    python = venv / "bin" / "python"
+    probe = [str(python), "-c", "import evidently, pandas, pyarrow"]
+    env = _child_env({"DO_NOT_TRACK": "1"})
+    if python.exists() and subprocess.run(probe, env=env, capture_output=True).returncode == 0:
+        return str(python), None
+    print(f"evidently: building its venv at {venv} (one-off)", flush=True)
+    log = state_root / "bench" / "evidently-venv-install.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as out:
+        steps = [
+            [sys.executable, "-m", "venv", "--clear", str(venv)],
+            [str(python), "-m", "pip", "install", "--quiet", *EVIDENTLY_REQUIREMENTS],
+        ]
+        for step in steps:
+            if subprocess.run(step, stdout=out, stderr=subprocess.STDOUT).returncode != 0:
+                return None, f"could not install {' '.join(EVIDENTLY_REQUIREMENTS)} (see {log})"
+    if subprocess.run(probe, env=env, capture_output=True).returncode != 0:
+        return None, f"evidently installed but does not import (see {log})"
+    return str(python), None
+
+
+def _figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median wall and read times and the highest peak RSS over the runs of one path."""
+    walls = [float(run["wall_s"]) for run in runs]
+    figures: dict[str, Any] = {
+        "wall_s": round(statistics.median(walls), 3),
+        "read_s": round(statistics.median(float(run["read_s"]) for run in runs), 3),
+        "peak_rss_mb": max(float(run["peak_rss_mb"]) for run in runs),
+        "rss_before_mb": max(float(run["rss_before_mb"]) for run in runs),
+        "flagged": runs[-1]["flagged"],
+        "features": runs[-1]["features"],
+    }
+    if len(runs) > 1:
+        figures["wall_s_runs"] = [round(w, 3) for w in walls]
+    for key in ("version", "drifted_columns", "extract_s", "reference_rows"):
+        if key in runs[-1]:
+            figures[key] = runs[-1][key]
+    return figures
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or denominator is None or denominator <= 0:
+        return None
+    return round(numerator / denominator, 2)
+
+
+def _describe(path: str, attempt: int, repeats: int, result: dict[str, Any]) -> str:
+    return (
+        f"{path:>9} (run {attempt}/{repeats}): {result['wall_s']:.3f} s "
+        f"(read {result['read_s']:.2f} s, outside the clock), "
+        f"peak RSS {result['peak_rss_mb']} MiB (before the clock {result['rss_before_mb']} MiB), "
+        f"flags {result['flagged']}"
+    )
+
+
+def run(
+    rows: int,
+    state_root: Path,
+    skip_evidently: bool,
+    repeats: int = 1,
+    drift_features: tuple[str, ...] = DRIFT_FEATURES,
+) -> dict[str, Any]:
+    """Generate (or reuse) the data, measure every path, and return the summary."""
+    bench_started = time.perf_counter()
+    key = f"r{rows}" if drift_features == DRIFT_FEATURES else f"r{rows}-{'+'.join(drift_features)}"
+    data_dir = state_root / "bench" / "drift" / key
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = _child_env()
+    paths = [p for p in PATHS if not (skip_evidently and p == "evidently")]
+    evidently_python: str | None = None
+    evidently_error: str | None = "skipped (--skip-evidently)" if skip_evidently else None
+    if not skip_evidently:
+        evidently_python, evidently_error = _evidently_python(state_root)
+        if evidently_python is None:
+            print(f"evidently: unavailable: {evidently_error}", flush=True)
+            paths.remove("evidently")
+
+    with tempfile.TemporaryDirectory(prefix="bench-drift-") as tmp:
+        workdir = Path(tmp)
+        print(f"data: {rows} reference + {rows} current rows under {data_dir}", flush=True)
+        generated = _run_child(
+            sys.executable, "generate", data_dir, rows, workdir, env, None, drift_features
+        )
+        how = "reused cache" if generated["cached"] else f"generated in {generated['generate_s']}s"
+        manifest = _read_manifest(data_dir)
+        print(
+            f"data: {generated['data_mb']} MiB of parquet, profile {generated['profile_kb']} KiB "
+            f"({how}); injected drift on {manifest['injected']} from {manifest['today']} "
+            f"(x{1 + DRIFT_MAGNITUDE})",
+            flush=True,
+        )
+        runs: dict[str, list[dict[str, Any]]] = {path: [] for path in paths}
+        for attempt in range(1, repeats + 1):
+            for path in list(paths):  # interleaved, so drift in the machine hits all alike
+                try:
+                    if path == "evidently":
+                        assert evidently_python is not None
+                        result = _run_child(
+                            evidently_python,
+                            path,
+                            data_dir,
+                            rows,
+                            workdir,
+                            _child_env({"DO_NOT_TRACK": "1"}),
+                            timeout=EVIDENTLY_TIMEOUT_S,
+                        )
+                    else:
+                        result = _run_child(sys.executable, path, data_dir, rows, workdir, env)
+                except (RuntimeError, subprocess.TimeoutExpired) as error:
+                    if path != "evidently":
+                        raise
+                    evidently_error = str(error)[-2_000:]
+                    print(f"evidently: failed: {evidently_error}", flush=True)
+                    paths.remove(path)
+                    runs.pop(path)
+                    continue
+                runs[path].append(result)
+                print(_describe(path, attempt, repeats, result), flush=True)
+
+    figures = {path: _figures(path_runs) for path, path_runs in runs.items()}
+    seconds = {path: figures[path]["wall_s"] if path in figures else None for path in PATHS}
+    injected = sorted(manifest["injected"])
+    flagged: dict[str, list[str] | None] = {"injected": injected}
+    flagged.update({path: figures[path]["flagged"] if path in figures else None for path in PATHS})
+    ours_flags = flagged["ours"]
+    same = None if flagged["evidently"] is None else ours_flags == flagged["evidently"]
+    speedup_vs_evidently = _ratio(seconds["evidently"], seconds["ours"])
+    targets = {
+        "ours_max_s": OURS_MAX_S,
+        "ours_s_met": seconds["ours"] is not None and seconds["ours"] <= OURS_MAX_S,
+        "speedup_vs_evidently_min": SPEEDUP_VS_EVIDENTLY_MIN,
+        "speedup_vs_evidently_met": speedup_vs_evidently is not None
+        and speedup_vs_evidently >= SPEEDUP_VS_EVIDENTLY_MIN,
+        "same_features_flagged_met": same is True,
+    }
+    targets["all_met"] = all(v for k, v in targets.items() if k.endswith("_met"))
+    summary: dict[str, Any] = {
+        "rows": rows,
+        "reference_rows": rows,
+        "features": len(manifest["features"]),
+        "ours_s": seconds["ours"],
+        "scipy_s": seconds["scipy"],
+        "evidently_s": seconds["evidently"],
+        "speedup_vs_evidently": speedup_vs_evidently,
+        "speedup_vs_scipy": _ratio(seconds["scipy"], seconds["ours"]),
+        "ours_peak_rss_mb": figures["ours"]["peak_rss_mb"],
+        "scipy_peak_rss_mb": figures["scipy"]["peak_rss_mb"],
+        "evidently_peak_rss_mb": figures["evidently"]["peak_rss_mb"]
+        if "evidently" in figures
+        else None,
+        "ours_read_today_s": figures["ours"]["read_s"],
+        "flagged": flagged,
+        "same_features_flagged": same,
+        "ours_equals_injected": ours_flags == injected,
+        "evidently_equals_injected": None
+        if flagged["evidently"] is None
+        else flagged["evidently"] == injected,
+        "scipy_equals_injected": flagged["scipy"] == injected,
+        "evidently_error": evidently_error,
+        "targets": targets,
+        "paths": figures,
+        "drift": {
+            "features": manifest["injected"],
+            "magnitude": DRIFT_MAGNITUDE,
+            "today": manifest["today"],
+            "reference_days": manifest["reference_days"],
+        },
+        "repeats": repeats,
+        "data_cached": generated["cached"],
+        "bench_wall_s": round(time.perf_counter() - bench_started, 1),
+    }
+    print(f"injected: {injected}", flush=True)
+    for path in PATHS:
+        print(f"flagged by {path:>9}: {flagged[path]}", flush=True)
+    print(
+        f"ours {seconds['ours']} s vs scipy {seconds['scipy']} s "
+        f"(x{summary['speedup_vs_scipy']}) vs evidently {seconds['evidently']} s "
+        f"(x{speedup_vs_evidently})",
+        flush=True,
+    )
+    print(
+        f"targets: ours <= {OURS_MAX_S} s: {targets['ours_s_met']}; "
+        f">= {SPEEDUP_VS_EVIDENTLY_MIN}x faster than evidently: "
+        f"{targets['speedup_vs_evidently_met']}; same features flagged as evidently: "
+        f"{targets['same_features_flagged_met']} (ours == injected: "
+        f"{summary['ours_equals_injected']})",
+        flush=True,
+    )
+    print(f"bench wall time: {summary['bench_wall_s']} s", flush=True)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.drift",
+        description="Drift check of one night: drift.feature_drift vs scipy vs Evidently.",
+    )
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--state-root", type=Path, default=PROJECT_ROOT / ".state")
+    parser.add_argument("--skip-evidently", action="store_true")
+    parser.add_argument(
+        "--drift-features",
+        type=lambda text: tuple(name for name in text.split(",") if name),
+        default=DRIFT_FEATURES,
+        help="comma-separated numeric features given covariate drift today "
+        f"(default {','.join(DRIFT_FEATURES)})",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="fresh runs per path, interleaved; *_s is the median, peak RSS the max",
+    )
+    parser.add_argument(
+        "--role", choices=("generate", *PATHS), help=argparse.SUPPRESS, default=None
+    )
+    parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--result-file", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.role is not None:
+        if args.result_file is None or args.data_dir is None:
+            parser.error("--role needs --data-dir and --result-file")
+        if args.role == "generate":
+            _child_generate(args.data_dir, args.rows, args.drift_features, args.result_file)
+        elif args.role == "ours":
+            _child_ours(args.data_dir, args.result_file)
+        elif args.role == "scipy":
+            _child_scipy(args.data_dir, args.result_file)
+        else:
+            _child_evidently(args.data_dir, args.result_file)
+        return 0
+
+    if args.rows < 1 or args.repeats < 1:
+        parser.error("--rows and --repeats must be >= 1")
+    summary = run(
+        args.rows,
+        args.state_root.resolve(),
+        args.skip_evidently,
+        args.repeats,
+        args.drift_features,
+    )
+    print(json.dumps(summary, sort_keys=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
