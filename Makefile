@@ -38,6 +38,8 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.materialize
+	$(PY) -m bench.score
+	$(PY) -m bench.drift
 
 # Re-pin requirements.txt from requirements.in (needs network to the package index).
 lock: $(STAMP)
