@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -133,26 +134,44 @@ def window_rows(
     if not files:
         return pa.table({})
     dataset = ds.dataset([str(path) for path in files], format="parquet")
+    window = _window_filter(entity, timestamp, start, end, entities)
+    options = {"batch_size": batch_rows} if batch_rows else {}
+    return dataset.to_table(columns=[entity, timestamp, *columns], filter=window, **options)
+
+
+def _window_filter(
+    entity: str,
+    timestamp: str,
+    start: datetime,
+    end: datetime,
+    entities: tuple[int, int] | None,
+) -> ds.Expression:
     bound = pa.timestamp("us", tz="UTC")
     window = (ds.field(timestamp) >= pa.scalar(start, bound)) & (
         ds.field(timestamp) <= pa.scalar(end, bound)
     )
     if entities is not None:
         window &= (ds.field(entity) >= entities[0]) & (ds.field(entity) <= entities[1])
-    options = {"batch_size": batch_rows} if batch_rows else {}
-    return dataset.to_table(columns=[entity, timestamp, *columns], filter=window, **options)
+    return window
 
 
 def latest_per_entity(table: pa.Table, entity: str, timestamp: str) -> pa.Table:
     """The latest row of each entity (Feast keeps the last row after sorting by time)."""
     if table.num_rows == 0:
         return table
-    ordered = table.sort_by([(entity, "ascending"), (timestamp, "ascending")])
-    keys = ordered.column(entity)
+    # Sort the keys only (a stable sort, as Table.sort_by), then take each winner once.
+    order = pc.sort_indices(
+        table.select([entity, timestamp]),
+        sort_keys=[(entity, "ascending"), (timestamp, "ascending")],
+    )
+    keys = table.column(entity).take(order)
     # Last row of each run of equal keys: the next key differs (or the table ends).
     is_last = pc.not_equal(keys.slice(0, len(keys) - 1), keys.slice(1))
     mask = pa.concat_arrays([is_last.combine_chunks(), pa.array([True])])
-    return ordered.filter(mask)
+    return table.take(order.filter(mask))
+
+
+_FILE_INDEX = "__file_index"
 
 
 def latest_rows(
@@ -162,11 +181,44 @@ def latest_rows(
     columns: list[str],
     start: datetime,
     end: datetime,
+    entities: tuple[int, int] | None = None,
+    batch_rows: int | None = None,
 ) -> pa.Table:
-    """Latest row per entity among rows with start <= timestamp <= end."""
-    return latest_per_entity(
-        window_rows(files, entity, timestamp, columns, start, end), entity, timestamp
+    """Latest row per entity among rows with start <= timestamp <= end.
+
+    The same rows as `latest_per_entity(window_rows(...))`, in two passes so that
+    only winning rows are decoded in full: the keys (entity, timestamp) of every
+    file pick each entity's latest row and the file holding it, then each file's
+    columns are read for the entities it wins only (on a daily lake, all of them
+    come from the newest file). Ties go to the later file, then the later row.
+    """
+    if not files:
+        return pa.table({})
+    dataset = ds.dataset([str(path) for path in files], format="parquet")
+    window = _window_filter(entity, timestamp, start, end, entities)
+    options: dict[str, Any] = {"schema": dataset.schema}
+    if batch_rows:
+        options["batch_size"] = batch_rows
+    fragments = list(dataset.get_fragments())
+    keys = [f.to_table(columns=[entity, timestamp], filter=window, **options) for f in fragments]
+    tagged = pa.concat_tables(
+        key.append_column(_FILE_INDEX, pa.array(np.full(key.num_rows, i, dtype=np.int32)))
+        for i, key in enumerate(keys)
     )
+    winners = latest_per_entity(tagged, entity, timestamp)
+    wanted = [entity, timestamp, *columns]
+    parts = []
+    for i, fragment in enumerate(fragments):
+        won = winners.filter(pc.equal(winners.column(_FILE_INDEX), i)).column(entity)
+        if len(won) == 0:
+            continue
+        where = window
+        if len(won) < keys[i].num_rows:  # some of its rows lose to a later file
+            where = window & ds.field(entity).isin(won.combine_chunks())
+        parts.append(fragment.to_table(columns=wanted, filter=where, **options))
+    if not parts:
+        return dataset.to_table(columns=wanted, filter=window)
+    return latest_per_entity(pa.concat_tables(parts), entity, timestamp)
 
 
 def materialize_window(

@@ -17,6 +17,7 @@ import hashlib
 import math
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -63,6 +64,109 @@ def scoring_run_id(day: date, model_name: str, version: str, model_run_id: str) 
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+class _UnsortedFileError(Exception):
+    """A window file whose rows are not sorted by entity."""
+
+
+def _distinct_entities(
+    files: list[Path], entity: str, batch_rows: int = 65_536
+) -> Iterator[np.ndarray]:
+    """Distinct entities of files sorted by entity, ascending, one chunk at a time.
+
+    A k-way merge of the files' entity columns: it holds about one batch per file,
+    whatever the number of customers. Raises `_UnsortedFileError` on a file that is
+    not sorted.
+    """
+    batches = [
+        # No pre-buffering: it would read the whole column of a file up front.
+        pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=batch_rows, columns=[entity])
+        for path in files
+    ]
+    open_files = [True] * len(files)
+    pending = [np.empty(0, dtype=np.int64) for _ in files]
+    ends: list[int | None] = [None] * len(files)
+    emitted: int | None = None
+    while True:
+        for i, batch_iter in enumerate(batches):
+            while open_files[i] and len(pending[i]) == 0:
+                batch = next(batch_iter, None)
+                if batch is None:
+                    open_files[i] = False
+                    break
+                ids = batch.column(0).to_numpy()
+                if len(ids) == 0:
+                    continue
+                previous = ends[i]
+                if (previous is not None and ids[0] < previous) or bool(np.any(ids[1:] < ids[:-1])):
+                    raise _UnsortedFileError(f"{files[i]} is not sorted by {entity}")
+                pending[i], ends[i] = ids, int(ids[-1])
+        if not any(len(ids) for ids in pending):
+            return
+        # A file with batches left holds no id below its pending tail: every id up to the
+        # smallest such tail has been read.
+        tails = [int(pending[i][-1]) for i in range(len(files)) if open_files[i]]
+        parts = []
+        for i, ids in enumerate(pending):
+            cut = int(np.searchsorted(ids, min(tails), side="right")) if tails else len(ids)
+            parts.append(ids[:cut])
+            pending[i] = ids[cut:]
+        merged = np.concatenate(parts)
+        merged.sort(kind="stable")  # sorted runs: timsort merges them in linear time
+        fresh = np.empty(len(merged), dtype=bool)
+        fresh[1:] = merged[1:] != merged[:-1]
+        if len(merged):
+            fresh[0] = emitted is None or merged[0] > emitted
+        chunk = merged[fresh]
+        if len(chunk):
+            emitted = int(chunk[-1])
+            yield chunk
+
+
+def _balanced_shards(
+    files: list[Path], entity: str, shard_rows: int, max_shards: int
+) -> list[dict[str, int]]:
+    """Split the window's distinct customers into equal ranges, as `np.array_split` would.
+
+    Two streaming passes (count, then cut), so memory does not grow with customers.
+    """
+    total = sum(len(chunk) for chunk in _distinct_entities(files, entity))
+    count = min(max_shards, max(1, math.ceil(total / shard_rows)))
+    sizes = [total // count + (1 if i < total % count else 0) for i in range(count)]
+    shards: list[dict[str, int]] = []
+    filled, first = 0, 0
+    for chunk in _distinct_entities(files, entity):
+        position = 0
+        while position < len(chunk):
+            if filled == 0:
+                first = int(chunk[position])
+            take = min(sizes[len(shards)] - filled, len(chunk) - position)
+            position += take
+            filled += take
+            if filled == sizes[len(shards)]:
+                last = int(chunk[position - 1])
+                shards.append(
+                    {"index": len(shards), "first": first, "last": last, "customers": filled}
+                )
+                filled = 0
+    return shards
+
+
+def _shards_in_memory(
+    files: list[Path], entity: str, shard_rows: int, max_shards: int
+) -> list[dict[str, int]]:
+    """The same split from every id in memory (for files not sorted by entity)."""
+    ids = pc.unique(
+        ds.dataset([str(f) for f in files], format="parquet").to_table(columns=[entity])[entity]
+    ).sort()
+    count = min(max_shards, max(1, math.ceil(len(ids) / shard_rows)))
+    bounds = np.array_split(ids.to_numpy(), count)
+    return [
+        {"index": i, "first": int(part[0]), "last": int(part[-1]), "customers": len(part)}
+        for i, part in enumerate(bounds)
+        if len(part)
+    ]
+
+
 def plan(settings: Settings, day: date, alias: str = promote.CHAMPION) -> ScoringPlan:
     """Resolve the model version once and split the night's customers into shards."""
     version = promote.alias_version(settings, alias)
@@ -80,19 +184,11 @@ def plan(settings: Settings, day: date, alias: str = promote.CHAMPION) -> Scorin
     files = _window_files(settings, at, ttl)
     if not files:
         raise NoFeaturesError(f"no validated features within {ttl} before {at.isoformat()}")
-    entity = settings.dataset.entity
-    ids = pc.unique(
-        ds.dataset([str(f) for f in files], format="parquet").to_table(columns=[entity])[entity]
-    ).sort()
-    count = min(
-        settings.scoring.max_shards, max(1, math.ceil(len(ids) / settings.scoring.shard_rows))
-    )
-    bounds = np.array_split(ids.to_numpy(), count)
-    shards = [
-        {"index": i, "first": int(part[0]), "last": int(part[-1]), "customers": len(part)}
-        for i, part in enumerate(bounds)
-        if len(part)
-    ]
+    entity, sizing = settings.dataset.entity, settings.scoring
+    try:
+        shards = _balanced_shards(files, entity, sizing.shard_rows, sizing.max_shards)
+    except _UnsortedFileError:  # validated files are sorted; count any other in memory
+        shards = _shards_in_memory(files, entity, sizing.shard_rows, sizing.max_shards)
     return ScoringPlan(
         day=day.isoformat(),
         as_of=at.isoformat(),
@@ -113,7 +209,7 @@ def shard_features(
     names = settings.dataset
     at = datetime.fromisoformat(scoring.as_of)
     ttl = timedelta(seconds=scoring.feature_ttl_seconds)
-    rows = features.window_rows(
+    return features.latest_rows(
         _window_files(settings, at, ttl),
         names.entity,
         names.timestamp,
@@ -123,7 +219,6 @@ def shard_features(
         entities=(first, last),
         batch_rows=settings.scoring.read_batch_rows,
     )
-    return features.latest_per_entity(rows, names.entity, names.timestamp)
 
 
 def load_model(settings: Settings, scoring: ScoringPlan) -> Any:
