@@ -14,9 +14,10 @@ numeric) against a reference of the same number of rows. The data comes from
 
 Both frames are written to parquet (``synthetic.ACTIVITY_SCHEMA``, zstd) and the reference
 profile is built once from the reference frame with ``drift.reference_profile`` (bins =
-``training.profile_bins``; the prediction histogram uses the hidden churn probability as a
-stand-in for holdout scores) and stored as JSON, as training does. All of it is cached
-under ``<state_root>/bench/drift/r<rows>/`` with a manifest, so reruns skip generation.
+``training.profile_bins``, quantile function sized by ``drift.profile_*``; the prediction
+histogram uses the hidden churn probability as a stand-in for holdout scores) and stored
+as JSON, as training does. All of it is cached under ``<state_root>/bench/drift/r<rows>/``
+with a manifest, so reruns skip generation.
 
 Measured paths, each in its own fresh subprocess (so peak RSS, ``ru_maxrss``, is per path;
 heavy libraries are imported before the clock starts; ``read_s`` is reading the parquet
@@ -25,7 +26,8 @@ before the clock, i.e. interpreter, libraries and the loaded data):
 
 * ``ours``: ``drift.feature_drift(profile, today, settings)``, with the profile loaded from
   its JSON and today's frame read the way ``monitor.check`` reads it
-  (``pq.read_table(columns=profile features).to_pandas()``). Flags: ``level == "alert"``.
+  (``pq.read_table(columns=profile features).to_pandas()``). Flags: ``level == "alert"``
+  (numeric: PSI or normed Wasserstein distance at its alert level; categorical: JS).
 * ``scipy`` (what a user without a profile would write): on the raw reference and today
   rows, ``scipy.stats.ks_2samp`` for every numeric feature and ``chi2_contingency`` on the
   2 x k table of category counts for every categorical one. Flags: ``p < 0.05`` (at 1M rows
@@ -44,7 +46,8 @@ before the clock, i.e. interpreter, libraries and the loaded data):
 Targets (printed, and in the JSON under ``targets``): ``ours_s`` <= 2 s,
 ``speedup_vs_evidently`` (evidently_s / ours_s) >= 10, and ``same_features_flagged``
 (ours' alert set equal to Evidently's drifted set). The JSON also says whether ours'
-set equals the injected one (``ours_equals_injected``).
+set equals the injected one (``ours_equals_injected``), and lists per feature ours' scores
+and level next to Evidently's method, value and verdict (``per_feature``).
 
 Run it from the repository root::
 
@@ -79,7 +82,7 @@ from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PATHS = ("ours", "scipy", "evidently")
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 REFERENCE_DAYS = 7
 CHECK_DAY_OFFSET = 28  # the checked day D is start_date + 28 days
 DRIFT_FEATURES = ("usage_minutes", "sessions")
@@ -89,6 +92,8 @@ OURS_MAX_S = 2.0
 SPEEDUP_VS_EVIDENTLY_MIN = 10.0
 EVIDENTLY_REQUIREMENTS = ("evidently>=0.7,<0.8", "pandas<3", "pyarrow")
 EVIDENTLY_TIMEOUT_S = 1_800.0
+# The drift settings the stored profile depends on (its cache key); the levels are not.
+PROFILE_SETTINGS = {"profile_quantiles", "profile_tail_quantiles", "profile_steps"}
 
 
 # --------------------------------------------------------------------------- children
@@ -138,6 +143,7 @@ def _expected_manifest(rows: int, drift_features: tuple[str, ...]) -> dict[str, 
         "features": list(synthetic.FEATURES),
         "injected": list(drift_features),
         "bins": settings.training.profile_bins,
+        "profile": settings.drift.model_dump(include=PROFILE_SETTINGS),
         "schema": str(synthetic.ACTIVITY_SCHEMA),
     }
 
@@ -151,7 +157,7 @@ def _child_generate(
     import pyarrow as pa
 
     from pipelines import drift, lake, synthetic
-    from pipelines.settings import SyntheticSettings
+    from pipelines.settings import DriftSettings, SyntheticSettings
 
     manifest = _expected_manifest(rows, drift_features)
     files = [data_dir / name for name in ("reference.parquet", "today.parquet", "profile.json")]
@@ -187,6 +193,7 @@ def _child_generate(
             np.asarray(scores),
             {},  # no model here: the holdout metrics are not used by the feature drift check
             manifest["bins"],
+            DriftSettings(**manifest["profile"]),
         )
         lake.write_json_atomic(profile, files[2])
         lake.write_json_atomic(manifest, manifest_path)
@@ -236,6 +243,7 @@ def _child_ours(data_dir: Path, result_file: Path) -> None:
                     "kind": r.kind,
                     "score": round(r.score, 6),
                     "distance": round(r.distance, 6),
+                    "wasserstein": None if r.wasserstein is None else round(r.wasserstein, 6),
                     "level": r.level,
                 }
                 for r in results
@@ -451,6 +459,22 @@ def _figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return figures
 
 
+def _side_by_side(figures: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per feature, ours' scores and level next to Evidently's method, value and verdict."""
+    theirs = figures.get("evidently", {}).get("features", {})
+    return {
+        feature: {
+            "ours_psi_or_js": ours["score"],
+            "ours_wasserstein": ours["wasserstein"],
+            "ours_level": ours["level"],
+            "evidently_method": theirs.get(feature, {}).get("method"),
+            "evidently_value": theirs.get(feature, {}).get("value"),
+            "evidently_drifted": theirs.get(feature, {}).get("drifted"),
+        }
+        for feature, ours in figures["ours"]["features"].items()
+    }
+
+
 def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     if numerator is None or denominator is None or denominator <= 0:
         return None
@@ -570,6 +594,7 @@ def run(
         else flagged["evidently"] == injected,
         "scipy_equals_injected": flagged["scipy"] == injected,
         "evidently_error": evidently_error,
+        "per_feature": _side_by_side(figures),
         "targets": targets,
         "paths": figures,
         "drift": {

@@ -4,8 +4,9 @@
 Checks each scored night against the reference profile stored with the model
 that scored it (the job reads only today's data and that profile):
 
-- numeric features: PSI on the reference's quantile bins, and the KS statistic of
-  the binned CDFs; categorical features: Jensen-Shannon distance, unseen categories;
+- numeric features: PSI on the reference's quantile bins, the KS statistic of the
+  binned CDFs, and the Wasserstein distance in reference standard deviations;
+  categorical features: Jensen-Shannon distance, unseen categories;
 - predictions: PSI of today's scores against the holdout's;
 - realized performance of earlier predictions whose labels arrived today.
 

@@ -11,6 +11,7 @@ every timestamp of partition ``date=D`` lies inside day D.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import yaml
 
 from pipelines import lake
@@ -150,9 +152,14 @@ def _window_filter(
     window = (ds.field(timestamp) >= pa.scalar(start, bound)) & (
         ds.field(timestamp) <= pa.scalar(end, bound)
     )
-    if entities is not None:
-        window &= (ds.field(entity) >= entities[0]) & (ds.field(entity) <= entities[1])
-    return window
+    among = _entity_filter(entity, entities)
+    return window if among is None else window & among
+
+
+def _entity_filter(entity: str, entities: tuple[int, int] | None) -> ds.Expression | None:
+    if entities is None:
+        return None
+    return (ds.field(entity) >= entities[0]) & (ds.field(entity) <= entities[1])
 
 
 def latest_per_entity(table: pa.Table, entity: str, timestamp: str) -> pa.Table:
@@ -171,7 +178,187 @@ def latest_per_entity(table: pa.Table, entity: str, timestamp: str) -> pa.Table:
     return table.take(order.filter(mask))
 
 
-_FILE_INDEX = "__file_index"
+_ROW = "__row"
+
+
+@dataclass(frozen=True)
+class _WindowKeys:
+    """A file's rows inside a window: their keys and where they lie among the rows read.
+
+    `stamps` is None where the file's statistics prove every timestamp read inside
+    the window; `earliest` and `latest` then bound them from the statistics.
+    """
+
+    row_groups: list[int]
+    offsets: np.ndarray  # first row of each read row group among the rows read, then the total
+    positions: np.ndarray
+    entities: np.ndarray
+    stamps: np.ndarray | None
+    earliest: np.datetime64 | None
+    latest: np.datetime64 | None
+
+
+def row_groups_holding(
+    parquet: pq.ParquetFile, column: str, bounds: tuple[int, int] | None
+) -> list[int]:
+    """Row groups whose statistics of `column` may hold a value in bounds (inclusive).
+
+    Without bounds, or statistics, a row group may hold anything.
+    """
+    metadata = parquet.metadata
+    at = parquet.schema_arrow.get_field_index(column)
+    groups = []
+    for index in range(metadata.num_row_groups):
+        stats = metadata.row_group(index).column(at).statistics
+        known = bounds is not None and stats is not None and stats.has_min_max
+        if not (known and (stats.max < bounds[0] or stats.min > bounds[1])):
+            groups.append(index)
+    return groups
+
+
+def _utc64(moment: datetime) -> np.datetime64:
+    """An aware datetime as a naive UTC numpy datetime64, in microseconds."""
+    return np.datetime64(moment.astimezone(UTC).replace(tzinfo=None), "us")
+
+
+def _stamp_bounds(
+    parquet: pq.ParquetFile, timestamp: str, row_groups: list[int]
+) -> tuple[np.datetime64, np.datetime64] | None:
+    """The least and greatest timestamp of these row groups from their statistics, if
+    every one has them (UTC timestamps without nulls); None otherwise."""
+    kind = parquet.schema_arrow.field(timestamp).type
+    exact = pa.types.is_timestamp(kind) and kind.tz is not None and kind.unit != "ns"
+    if not (exact and row_groups):  # statistics of nanoseconds come back truncated
+        return None
+    at = parquet.schema_arrow.get_field_index(timestamp)
+    found = [parquet.metadata.row_group(index).column(at).statistics for index in row_groups]
+    if any(s is None or not s.has_min_max or s.null_count != 0 for s in found):
+        return None
+    return min(_utc64(s.min) for s in found), max(_utc64(s.max) for s in found)
+
+
+def _window_keys(
+    parquet: pq.ParquetFile,
+    entity: str,
+    timestamp: str,
+    start: datetime,
+    end: datetime,
+    entities: tuple[int, int] | None,
+    stamps: bool,
+) -> _WindowKeys:
+    """The keys of a file's rows with start <= timestamp <= end (and entities first..last).
+
+    With `entities`, row groups whose statistics lie outside the range are not read;
+    unless `stamps` is asked for, neither are timestamps the statistics prove inside.
+    """
+    row_groups = row_groups_holding(parquet, entity, entities)
+    sizes = [parquet.metadata.row_group(index).num_rows for index in row_groups]
+    offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+    bounds = None if stamps else _stamp_bounds(parquet, timestamp, row_groups)
+    if bounds is not None and not (_utc64(start) <= bounds[0] and bounds[1] <= _utc64(end)):
+        bounds = None  # some may lie outside the window: filter on the timestamps
+    # The same filter expressions as window_rows, so bounds and nulls behave alike.
+    if bounds is None:
+        keys = parquet.read_row_groups(row_groups, columns=[entity, timestamp])
+        where = _window_filter(entity, timestamp, start, end, entities)
+    else:
+        keys = parquet.read_row_groups(row_groups, columns=[entity])
+        where = _entity_filter(entity, entities)
+    keys = keys.append_column(_ROW, pa.array(np.arange(keys.num_rows, dtype=np.int64)))
+    inside = keys if where is None else keys.filter(where)
+    read = None
+    if bounds is None:
+        read = inside.column(timestamp).to_numpy()
+        bounds = (read.min(), read.max()) if len(read) else None
+    return _WindowKeys(
+        row_groups=row_groups,
+        offsets=offsets,
+        positions=inside.column(_ROW).to_numpy(),
+        entities=inside.column(entity).to_numpy(),
+        stamps=read,
+        earliest=None if bounds is None else bounds[0],
+        latest=None if bounds is None else bounds[1],
+    )
+
+
+def _in_time_order(keys: list[_WindowKeys]) -> bool:
+    """Whether each file holds an entity at most once, in order, and no file's rows are
+    older than an earlier file's: then an entity's latest row is in the last file holding it.
+    """
+    latest = None
+    for key in keys:
+        if len(key.entities) == 0:
+            continue
+        if bool(np.any(key.entities[1:] <= key.entities[:-1])):
+            return False
+        if latest is not None and key.earliest < latest:
+            return False
+        latest = key.latest
+    return True
+
+
+def _last_file_first(keys: list[_WindowKeys]) -> list[np.ndarray]:
+    """Winning positions per file when files are in time order: an entity's last file wins.
+
+    Works on sorted keys alone (no sort of the window): walking from the last file,
+    a file wins the entities no later file holds.
+    """
+    won: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(keys)
+    seen = np.empty(0, dtype=np.int64)
+    for index in reversed(range(len(keys))):
+        ids = keys[index].entities
+        if len(seen):
+            slot = np.minimum(np.searchsorted(seen, ids), len(seen) - 1)
+            fresh = seen[slot] != ids
+        else:
+            fresh = np.ones(len(ids), dtype=bool)
+        won[index] = keys[index].positions[fresh]
+        if fresh.any():
+            seen = np.concatenate([seen, ids[fresh]])
+            seen.sort(kind="stable")  # two sorted runs: merged in linear time
+    return won
+
+
+def _by_sorting(keys: list[_WindowKeys]) -> list[np.ndarray]:
+    """Winning positions per file in general: the latest row, ties to the later file, then row."""
+    entities = np.concatenate([key.entities for key in keys])
+    stamps = np.concatenate([key.stamps for key in keys])
+    positions = np.concatenate([key.positions for key in keys])
+    files = np.repeat(np.arange(len(keys)), [len(key.entities) for key in keys])
+    order = np.lexsort((positions, files, stamps, entities))
+    ranked = entities[order]
+    last = np.ones(len(order), dtype=bool)
+    last[:-1] = ranked[1:] != ranked[:-1]
+    chosen = order[last]
+    return [np.sort(positions[chosen[files[chosen] == index]]) for index in range(len(keys))]
+
+
+def _read_rows(
+    parquet: pq.ParquetFile,
+    row_groups: list[int],
+    offsets: np.ndarray,
+    won: np.ndarray,
+    columns: list[str],
+) -> pa.Table:
+    """Columns of a file's winning rows (ascending positions among the rows of `row_groups`,
+    which start at `offsets`), decoding only the row groups that hold them."""
+    group = np.searchsorted(offsets, won, side="right") - 1
+    needed = np.unique(group)
+    sizes = np.diff(offsets)[needed]
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    table = parquet.read_row_groups([row_groups[i] for i in needed], columns=columns)
+    rows = won - offsets[group] + starts[np.searchsorted(needed, group)]
+    if rows[-1] - rows[0] + 1 == len(rows):  # one run of rows (a shard of a sorted file)
+        return table.slice(rows[0], len(rows))
+    return table.take(rows)
+
+
+def _by_entity(table: pa.Table, entity: str) -> pa.Table:
+    """The table ordered by its (unique) entities, as `latest_per_entity` returns it."""
+    ids = table.column(entity).to_numpy()
+    if bool(np.all(ids[1:] > ids[:-1])):
+        return table
+    return table.take(np.argsort(ids, kind="stable"))
 
 
 def latest_rows(
@@ -182,43 +369,51 @@ def latest_rows(
     start: datetime,
     end: datetime,
     entities: tuple[int, int] | None = None,
-    batch_rows: int | None = None,
 ) -> pa.Table:
     """Latest row per entity among rows with start <= timestamp <= end.
 
-    The same rows as `latest_per_entity(window_rows(...))`, in two passes so that
-    only winning rows are decoded in full: the keys (entity, timestamp) of every
-    file pick each entity's latest row and the file holding it, then each file's
-    columns are read for the entities it wins only (on a daily lake, all of them
-    come from the newest file). Ties go to the later file, then the later row.
+    The same rows as `latest_per_entity(window_rows(...))`, ties going to the later
+    file, then the later row; but only the keys (entity, timestamp) of the window are
+    read to pick each entity's row, then only the row groups holding winners are
+    decoded in full (on a daily lake, all but a few come from the newest file).
+    Validated files, sorted by entity with one row per entity and day, are resolved
+    without sorting the window; other files by one sort of its keys.
     """
     if not files:
         return pa.table({})
-    dataset = ds.dataset([str(path) for path in files], format="parquet")
-    window = _window_filter(entity, timestamp, start, end, entities)
-    options: dict[str, Any] = {"schema": dataset.schema}
-    if batch_rows:
-        options["batch_size"] = batch_rows
-    fragments = list(dataset.get_fragments())
-    keys = [f.to_table(columns=[entity, timestamp], filter=window, **options) for f in fragments]
-    tagged = pa.concat_tables(
-        key.append_column(_FILE_INDEX, pa.array(np.full(key.num_rows, i, dtype=np.int32)))
-        for i, key in enumerate(keys)
-    )
-    winners = latest_per_entity(tagged, entity, timestamp)
+    parquets = [pq.ParquetFile(path) for path in files]
+
+    def read_keys(stamps: bool) -> list[_WindowKeys]:
+        # Files decode in parallel: Arrow releases the GIL, and one key column per file
+        # leaves its own column-parallel reader a single column.
+        with ThreadPoolExecutor(max_workers=pa.cpu_count()) as pool:
+            return list(
+                pool.map(
+                    lambda file: _window_keys(
+                        file, entity, timestamp, start, end, entities, stamps
+                    ),
+                    parquets,
+                )
+            )
+
+    keys = read_keys(stamps=False)
+    if _in_time_order(keys):
+        winners = _last_file_first(keys)
+    else:  # ordering by time needs every row's timestamp
+        keys = read_keys(stamps=True)
+        winners = _by_sorting(keys)
+    read = [(key.row_groups, key.offsets) for key in keys]
+    del keys  # the window's keys are done with: free them before decoding the winners
     wanted = [entity, timestamp, *columns]
-    parts = []
-    for i, fragment in enumerate(fragments):
-        won = winners.filter(pc.equal(winners.column(_FILE_INDEX), i)).column(entity)
-        if len(won) == 0:
-            continue
-        where = window
-        if len(won) < keys[i].num_rows:  # some of its rows lose to a later file
-            where = window & ds.field(entity).isin(won.combine_chunks())
-        parts.append(fragment.to_table(columns=wanted, filter=where, **options))
+    parts = [
+        _read_rows(file, row_groups, offsets, won, wanted)
+        for file, (row_groups, offsets), won in zip(parquets, read, winners, strict=True)
+        if len(won)
+    ]
     if not parts:
-        return dataset.to_table(columns=wanted, filter=window)
-    return latest_per_entity(pa.concat_tables(parts), entity, timestamp)
+        schema = parquets[0].schema_arrow
+        return pa.schema([schema.field(name) for name in wanted]).empty_table()
+    return _by_entity(pa.concat_tables(parts), entity)
 
 
 def materialize_window(

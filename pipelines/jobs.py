@@ -296,8 +296,14 @@ def retrain_request(
             "drift alarm on %s: last request on %s, within %s", day, last_request_day, cooldown
         )
         return None
+    # Per feature: PSI (numeric) or Jensen-Shannon (categorical), and the normed Wasserstein.
     drifted = {
-        f["feature"]: round(f["score"], 4) for f in report["features"] if f["level"] == "alert"
+        f["feature"]: {
+            "score": round(f["score"], 4),
+            "wasserstein": None if f["wasserstein"] is None else round(f["wasserstein"], 4),
+        }
+        for f in report["features"]
+        if f["level"] == "alert"
     }
     return {
         "reason": f"drift on {day.isoformat()}: {'; '.join(report['reasons'])}",

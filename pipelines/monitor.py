@@ -152,8 +152,12 @@ def _feature_chart(profile: dict[str, Any], frame: pd.DataFrame, item: drift.Fea
         labels = sorted(set(reference["counts"]) | set(today))
         ref_counts = np.array([reference["counts"].get(c, 0) for c in labels], dtype=float)
         current = np.array([today.get(c, 0) for c in labels], dtype=float)
-    title = f"{item.feature}: {item.score:.3f} ({item.level})"
+    title = f"{drift.describe(item)}: {item.level}"
     return _chart(ref_counts, np.asarray(current, dtype=float), labels, title)
+
+
+def _optional(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def write_report(settings: Settings, report: drift.DriftReport) -> Path:
@@ -182,8 +186,8 @@ def write_report(settings: Settings, report: drift.DriftReport) -> Path:
     )
     rows = "".join(
         f"<tr><td>{html.escape(f.feature)}</td><td>{f.kind}</td><td>{f.score:.4f}</td>"
-        f"<td>{f.distance:.4f}</td><td>{f.unseen_share:.2%}</td>"
-        f"<td class='{f.level}'>{f.level}</td></tr>"
+        f"<td>{f.distance:.4f}</td><td>{_optional(f.wasserstein)}</td>"
+        f"<td>{f.unseen_share:.2%}</td><td class='{f.level}'>{f.level}</td></tr>"
         for f in report.features
     )
     verdict = "; ".join(report.reasons) if report.alarm else "no alarm"
@@ -199,6 +203,7 @@ def write_report(settings: Settings, report: drift.DriftReport) -> Path:
         f"<p>Realized performance: {html.escape(json.dumps(report.performance))} "
         f"({report.performance_level})</p>"
         "<table><tr><th>feature</th><th>kind</th><th>PSI / JS</th><th>KS / JS</th>"
+        "<th>Wasserstein (normed)</th>"
         f"<th>unseen</th><th>level</th></tr>{rows}</table>{images}"
     )
     lake.write_bytes_atomic(page.encode(), target / "report.html")
@@ -226,6 +231,11 @@ def log_to_mlflow(settings: Settings, report: drift.DriftReport) -> str:
     step = day.toordinal()
     moment = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
     metrics = {f"drift.{f.feature}": f.score for f in report.features}
+    metrics |= {
+        f"drift.{f.feature}.wasserstein": f.wasserstein
+        for f in report.features
+        if f.wasserstein is not None
+    }
     metrics["drift.prediction_psi"] = report.prediction_psi
     metrics["drift.features_alerting"] = float(len(report.drifted))
     metrics["drift.alarm"] = float(report.alarm)

@@ -6,12 +6,14 @@ champion on the same holdout) and the infra check (loaded from the registry in
 a fresh process, it scores a sample with valid probabilities). Every alias move
 is an MLflow run in the `<model>-registry-audit` experiment: who, when, why,
 from which version to which. Moves happen under a lock and only if the
-champion is still the one the gate compared against.
+champion is still the one the gate compared against. The lock is a Postgres advisory
+lock when the registry is shared across hosts (`Settings.registry_lock_url`).
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -252,7 +254,12 @@ def _require_version(settings: Settings, version: str) -> None:
 
 @contextmanager
 def registry_lock(settings: Settings) -> Iterator[None]:
-    """Serialize alias moves across processes on this host."""
+    """Serialize alias moves: across hosts on Postgres when configured, else on this host."""
+    lock_url = settings.registry_lock_url
+    if lock_url:
+        with _advisory_lock(lock_url, f"mlflow-registry:{settings.training.model_name}"):
+            yield
+        return
     path = settings.mlflow_root / "registry.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as handle:
@@ -261,6 +268,33 @@ def registry_lock(settings: Settings) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def advisory_lock_key(name: str) -> int:
+    """A stable signed 64-bit key for `pg_advisory_lock` (Python's `hash` is salted)."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+@contextmanager
+def _advisory_lock(url: str, name: str) -> Iterator[None]:
+    """Hold a session-level Postgres advisory lock; a crashed holder's session frees it."""
+    import psycopg2
+
+    # libpq takes `postgresql://`, not SQLAlchemy's `postgresql+driver://`.
+    dsn = "postgresql://" + url.split("://", 1)[1]
+    connection = psycopg2.connect(dsn)
+    try:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s)", (advisory_lock_key(name),))
+        try:
+            yield
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", (advisory_lock_key(name),))
+    finally:
+        connection.close()
 
 
 def _record(settings: Settings, move: AliasMove) -> None:

@@ -18,12 +18,14 @@ import math
 import os
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -43,6 +45,7 @@ class ScoringPlan:
     model_name: str
     model_version: str
     model_run_id: str
+    model_uri: str
     scoring_run_id: str
     feature_ttl_seconds: float
     partitions: list[str]
@@ -68,87 +71,148 @@ class _UnsortedFileError(Exception):
     """A window file whose rows are not sorted by entity."""
 
 
-def _distinct_entities(
-    files: list[Path], entity: str, batch_rows: int = 65_536
-) -> Iterator[np.ndarray]:
+@dataclass
+class _EntityStream:
+    """One file's entity column, read a batch at a time, and what is left of its batch."""
+
+    path: Path
+    batches: Iterator[pa.RecordBatch]
+    pending: np.ndarray
+    last: int | None = None
+    open: bool = True
+
+    def needs_batch(self) -> bool:
+        return self.open and len(self.pending) == 0
+
+    def next_ids(self) -> np.ndarray | None:
+        """The next batch's entities, or None once the file is read."""
+        batch = next(self.batches, None)
+        return None if batch is None else batch.column(0).to_numpy()
+
+    def accept(self, ids: np.ndarray | None, entity: str) -> None:
+        """Take a fetched batch; raise `_UnsortedFileError` if it breaks the file's order."""
+        if ids is None:
+            self.open = False
+        elif len(ids):
+            if (self.last is not None and ids[0] < self.last) or bool(np.any(ids[1:] < ids[:-1])):
+                raise _UnsortedFileError(f"{self.path} is not sorted by {entity}")
+            self.pending, self.last = ids, int(ids[-1])
+
+
+def _distinct_entities(files: list[Path], entity: str, batch_rows: int) -> Iterator[np.ndarray]:
     """Distinct entities of files sorted by entity, ascending, one chunk at a time.
 
     A k-way merge of the files' entity columns: it holds about one batch per file,
     whatever the number of customers. Raises `_UnsortedFileError` on a file that is
     not sorted.
     """
-    batches = [
-        # No pre-buffering: it would read the whole column of a file up front.
-        pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=batch_rows, columns=[entity])
+    streams = [
+        _EntityStream(
+            path,
+            # No pre-buffering: it would read the whole column of a file up front.
+            pq.ParquetFile(path, pre_buffer=False).iter_batches(
+                batch_size=batch_rows, columns=[entity]
+            ),
+            np.empty(0, dtype=np.int64),
+        )
         for path in files
     ]
-    open_files = [True] * len(files)
-    pending = [np.empty(0, dtype=np.int64) for _ in files]
-    ends: list[int | None] = [None] * len(files)
     emitted: int | None = None
-    while True:
-        for i, batch_iter in enumerate(batches):
-            while open_files[i] and len(pending[i]) == 0:
-                batch = next(batch_iter, None)
-                if batch is None:
-                    open_files[i] = False
-                    break
-                ids = batch.column(0).to_numpy()
-                if len(ids) == 0:
-                    continue
-                previous = ends[i]
-                if (previous is not None and ids[0] < previous) or bool(np.any(ids[1:] < ids[:-1])):
-                    raise _UnsortedFileError(f"{files[i]} is not sorted by {entity}")
-                pending[i], ends[i] = ids, int(ids[-1])
-        if not any(len(ids) for ids in pending):
-            return
-        # A file with batches left holds no id below its pending tail: every id up to the
-        # smallest such tail has been read.
-        tails = [int(pending[i][-1]) for i in range(len(files)) if open_files[i]]
-        parts = []
-        for i, ids in enumerate(pending):
-            cut = int(np.searchsorted(ids, min(tails), side="right")) if tails else len(ids)
-            parts.append(ids[:cut])
-            pending[i] = ids[cut:]
-        merged = np.concatenate(parts)
-        merged.sort(kind="stable")  # sorted runs: timsort merges them in linear time
-        fresh = np.empty(len(merged), dtype=bool)
-        fresh[1:] = merged[1:] != merged[:-1]
-        if len(merged):
-            fresh[0] = emitted is None or merged[0] > emitted
-        chunk = merged[fresh]
-        if len(chunk):
-            emitted = int(chunk[-1])
-            yield chunk
+    # Files decode their next batches in parallel (Arrow releases the GIL).
+    with ThreadPoolExecutor(max_workers=pa.cpu_count()) as pool:
+        while True:
+            needy = [stream for stream in streams if stream.needs_batch()]
+            while needy:
+                fetched = pool.map(_EntityStream.next_ids, needy)
+                for stream, ids in zip(needy, fetched, strict=True):
+                    stream.accept(ids, entity)
+                needy = [stream for stream in needy if stream.needs_batch()]
+            if not any(len(stream.pending) for stream in streams):
+                return
+            # A file with batches left holds no id below its pending tail: every id up to the
+            # smallest such tail has been read.
+            tails = [int(stream.pending[-1]) for stream in streams if stream.open]
+            parts = []
+            for stream in streams:
+                ids = stream.pending
+                cut = int(np.searchsorted(ids, min(tails), side="right")) if tails else len(ids)
+                parts.append(ids[:cut])
+                stream.pending = ids[cut:]
+            chunk = _distinct_sorted(np.concatenate(parts))
+            if emitted is not None:
+                chunk = chunk[chunk > emitted]
+            if len(chunk):
+                emitted = int(chunk[-1])
+                yield chunk
+
+
+def _distinct_sorted(runs: np.ndarray) -> np.ndarray:
+    """The distinct values of concatenated sorted runs, ascending."""
+    runs.sort(kind="stable")  # sorted runs: timsort merges them in linear time
+    fresh = np.ones(len(runs), dtype=bool)
+    fresh[1:] = runs[1:] != runs[:-1]
+    return runs[fresh]
+
+
+def _distinct_in_range(
+    parquets: list[pq.ParquetFile], entity: str, low: int, high: int
+) -> np.ndarray:
+    """Distinct entities low..high of files sorted by entity, reading only the row groups there."""
+
+    def read(parquet: pq.ParquetFile) -> np.ndarray:
+        groups = features.row_groups_holding(parquet, entity, (low, high))
+        ids = parquet.read_row_groups(groups, columns=[entity]).column(0).to_numpy()
+        return ids[(ids >= low) & (ids <= high)]
+
+    with ThreadPoolExecutor(max_workers=pa.cpu_count()) as pool:
+        return _distinct_sorted(np.concatenate(list(pool.map(read, parquets))))
+
+
+def _ids_at_ranks(
+    files: list[Path], entity: str, firsts: list[int], ends: np.ndarray, ranks: list[int]
+) -> dict[int, int]:
+    """The distinct entities at `ranks` (0-based, ascending order), given the chunks of one
+    pass of `_distinct_entities` (each chunk's first entity and the running count at its end).
+    """
+    parquets = [pq.ParquetFile(path) for path in files]
+    found: dict[int, int] = {}
+    for chunk in sorted({int(np.searchsorted(ends, rank, side="right")) for rank in ranks}):
+        high = firsts[chunk + 1] - 1 if chunk + 1 < len(firsts) else np.iinfo(np.int64).max
+        ids = _distinct_in_range(parquets, entity, firsts[chunk], int(high))
+        before = int(ends[chunk - 1]) if chunk else 0
+        for rank in ranks:
+            if before <= rank < ends[chunk]:
+                found[rank] = int(ids[rank - before])
+    return found
 
 
 def _balanced_shards(
-    files: list[Path], entity: str, shard_rows: int, max_shards: int
+    files: list[Path], entity: str, shard_rows: int, max_shards: int, batch_rows: int
 ) -> list[dict[str, int]]:
     """Split the window's distinct customers into equal ranges, as `np.array_split` would.
 
-    Two streaming passes (count, then cut), so memory does not grow with customers.
+    One streaming pass counts them, noting where each chunk starts; then only the
+    chunks holding a shard's first or last customer are read again. Memory holds
+    two numbers per chunk, not the customers.
     """
-    total = sum(len(chunk) for chunk in _distinct_entities(files, entity))
+    firsts: list[int] = []
+    counts: list[int] = []
+    for chunk in _distinct_entities(files, entity, batch_rows):
+        firsts.append(int(chunk[0]))
+        counts.append(len(chunk))
+    ends = np.cumsum(counts)
+    total = int(ends[-1]) if counts else 0
+    if total == 0:
+        return []
     count = min(max_shards, max(1, math.ceil(total / shard_rows)))
     sizes = [total // count + (1 if i < total % count else 0) for i in range(count)]
-    shards: list[dict[str, int]] = []
-    filled, first = 0, 0
-    for chunk in _distinct_entities(files, entity):
-        position = 0
-        while position < len(chunk):
-            if filled == 0:
-                first = int(chunk[position])
-            take = min(sizes[len(shards)] - filled, len(chunk) - position)
-            position += take
-            filled += take
-            if filled == sizes[len(shards)]:
-                last = int(chunk[position - 1])
-                shards.append(
-                    {"index": len(shards), "first": first, "last": last, "customers": filled}
-                )
-                filled = 0
-    return shards
+    lasts = [int(end) - 1 for end in np.cumsum(sizes)]
+    starts = [0, *(last + 1 for last in lasts[:-1])]
+    ids = _ids_at_ranks(files, entity, firsts, ends, sorted({*starts, *lasts}))
+    return [
+        {"index": i, "first": ids[start], "last": ids[last], "customers": size}
+        for i, (start, last, size) in enumerate(zip(starts, lasts, sizes, strict=True))
+    ]
 
 
 def _shards_in_memory(
@@ -178,6 +242,8 @@ def plan(settings: Settings, day: date, alias: str = promote.CHAMPION) -> Scorin
         )
     client = tracking.mlflow_client(settings)
     run_id = client.get_model_version(name, version).run_id
+    # Where the version's files are: shards load them without asking the registry again.
+    model_uri = client.get_model_version_download_uri(name, version)
     store = features.feature_store(settings)
     ttl = store.get_feature_view(settings.dataset.feature_view).ttl
     at = as_of(day)
@@ -186,7 +252,9 @@ def plan(settings: Settings, day: date, alias: str = promote.CHAMPION) -> Scorin
         raise NoFeaturesError(f"no validated features within {ttl} before {at.isoformat()}")
     entity, sizing = settings.dataset.entity, settings.scoring
     try:
-        shards = _balanced_shards(files, entity, sizing.shard_rows, sizing.max_shards)
+        shards = _balanced_shards(
+            files, entity, sizing.shard_rows, sizing.max_shards, sizing.read_batch_rows
+        )
     except _UnsortedFileError:  # validated files are sorted; count any other in memory
         shards = _shards_in_memory(files, entity, sizing.shard_rows, sizing.max_shards)
     return ScoringPlan(
@@ -195,6 +263,7 @@ def plan(settings: Settings, day: date, alias: str = promote.CHAMPION) -> Scorin
         model_name=name,
         model_version=version,
         model_run_id=run_id,
+        model_uri=model_uri,
         scoring_run_id=scoring_run_id(day, name, version, run_id),
         feature_ttl_seconds=ttl.total_seconds(),
         partitions=[path.parent.name for path in files],
@@ -217,7 +286,6 @@ def shard_features(
         at - ttl,
         at,
         entities=(first, last),
-        batch_rows=settings.scoring.read_batch_rows,
     )
 
 
@@ -226,12 +294,119 @@ def load_model(settings: Settings, scoring: ScoringPlan) -> Any:
     import mlflow
 
     tracking.mlflow_client(settings)
-    return mlflow.sklearn.load_model(f"models:/{scoring.model_name}/{scoring.model_version}")
+    return mlflow.sklearn.load_model(scoring.model_uri)
 
 
 def model_features(model: Any) -> list[str]:
     """Input columns the model was trained on, in order."""
     return list(model.feature_names_in_)
+
+
+Layout = list[tuple[str, pa.Array | None]]
+
+
+def _is_passthrough(transformer: Any) -> bool:
+    from sklearn.preprocessing import FunctionTransformer
+
+    if isinstance(transformer, str):
+        return transformer == "passthrough"
+    return isinstance(transformer, FunctionTransformer) and transformer.func is None
+
+
+def _ordinal_categories(transformer: Any) -> list[pa.Array] | None:
+    """An OrdinalEncoder's learned text categories, if unknown and missing values both
+    encode as NaN (as `train.fit` builds it); None for any other encoder."""
+    from sklearn.preprocessing import OrdinalEncoder
+
+    plain = (
+        isinstance(transformer, OrdinalEncoder)
+        and transformer.handle_unknown == "use_encoded_value"
+        and np.isnan(transformer.unknown_value)
+        and np.isnan(transformer.encoded_missing_value)
+        and transformer.max_categories is None
+        and transformer.min_frequency is None
+        and transformer.dtype in (float, np.float64)
+    )
+    if not plain:
+        return None
+    found = []
+    for categories in transformer.categories_:
+        # A missing value learned as a category still encodes as NaN (encoded_missing_value).
+        text = [value for value in categories if isinstance(value, str)]
+        if len(text) != len(categories) - (1 if pd.isna(categories[-1]) else 0):
+            return None
+        found.append(pa.array(text, pa.string()))
+    return found
+
+
+def encoder_layout(model: Any) -> Layout | None:
+    """The encoder's output columns in order: (input column, categories when ordinal-encoded).
+
+    Known for the pipeline `train.fit` builds (text ordinal-encoded, the rest passed
+    through, then XGBoost); None for any other model, which is then run as is.
+    """
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+    from xgboost import XGBClassifier
+
+    if not (isinstance(model, Pipeline) and len(model.steps) == 2):
+        return None
+    encoder, classifier = model.steps[0][1], model.steps[1][1]
+    if not (isinstance(encoder, ColumnTransformer) and isinstance(classifier, XGBClassifier)):
+        return None
+    if encoder.sparse_output_:
+        return None
+    layout: Layout = []
+    for _, transformer, columns in encoder.transformers_:
+        if transformer == "drop" or len(columns) == 0:
+            continue
+        if not (isinstance(columns, list) and all(isinstance(c, str) for c in columns)):
+            return None
+        if _is_passthrough(transformer):
+            layout.extend((column, None) for column in columns)
+            continue
+        categories = _ordinal_categories(transformer)
+        if categories is None:
+            return None
+        layout.extend(zip(columns, categories, strict=True))
+    return layout
+
+
+def encode(rows: pa.Table, layout: Layout) -> np.ndarray:
+    """The encoder's output for `rows` straight from Arrow: the same float64 values.
+
+    A category's code is its index among the learned categories; unknown and
+    missing values are NaN, as the OrdinalEncoder gives them; other columns are
+    cast as numpy casts them (nulls become NaN, as in pandas).
+    """
+    # Filled feature by feature (contiguous writes), handed over as its transpose.
+    matrix = np.empty((len(layout), rows.num_rows), dtype=np.float64)
+    for index, (name, categories) in enumerate(layout):
+        values = rows.column(name)
+        if categories is not None:
+            values = pc.index_in(values, value_set=categories)
+        matrix[index] = pc.cast(values, pa.float64(), safe=False).to_numpy()
+    return matrix.T
+
+
+def predict(model: Any, rows: pa.Table) -> np.ndarray:
+    """Positive-class probabilities of the model for `rows` (its input columns).
+
+    For the pipeline training builds, the rows are encoded from Arrow with the
+    encoder's learned categories and handed to the classifier's own predict_proba:
+    the same matrix, so the same scores as the pipeline, without pandas or its
+    column-by-column transform. Any other model runs as a whole.
+    """
+    if rows.num_rows == 0:
+        return np.empty(0)
+    layout = encoder_layout(model)
+    if layout is None:
+        return model.predict_proba(rows.to_pandas())[:, 1]
+    return model.steps[-1][1].predict_proba(encode(rows, layout))[:, 1]
+
+
+def _constant(value: str, count: int) -> pa.Array:
+    return pa.repeat(pa.scalar(value, pa.string()), count)
 
 
 def predictions_table(
@@ -245,16 +420,20 @@ def predictions_table(
             names.entity: rows.column(names.entity),
             out.score_column: pa.array(scores.astype(np.float64)),
             out.predicted_label_column: pa.array(scores >= out.threshold),
-            "model_name": pa.array([scoring.model_name] * count, pa.string()),
-            "model_version": pa.array([scoring.model_version] * count, pa.string()),
-            "model_run_id": pa.array([scoring.model_run_id] * count, pa.string()),
+            "model_name": _constant(scoring.model_name, count),
+            "model_version": _constant(scoring.model_version, count),
+            "model_run_id": _constant(scoring.model_run_id, count),
             "feature_timestamp": rows.column(names.timestamp),
-            "scoring_run_id": pa.array([scoring.scoring_run_id] * count, pa.string()),
+            "scoring_run_id": _constant(scoring.scoring_run_id, count),
         }
     )
 
 
 PREDICTIONS = "predictions"
+# The published bytes depend on the batches the writer is handed (its dictionary fallback
+# and page cuts happen per batch): each shard goes in batches of 128 Ki rows, as reading
+# a shard back has always produced them, so the same inputs keep giving the same file.
+PUBLISH_BATCH_ROWS = 131_072
 SHADOW_PREDICTIONS = "predictions_shadow"
 
 
@@ -267,6 +446,42 @@ def partition(settings: Settings, dataset: str, day: date) -> Path:
     return lake.partition_file(settings.lake_root, dataset, day)
 
 
+def _shard_file(settings: Settings, dataset: str, scoring: ScoringPlan, index: int) -> Path:
+    return _staging_dir(settings, dataset, scoring) / f"shard-{index:05d}.arrow"
+
+
+def _write_shard(table: pa.Table, target: Path) -> None:
+    """Write a shard aside, fsync it, then rename it into place.
+
+    Arrow IPC (LZ4) rather than parquet: only `publish` reads it, and it needs
+    no parquet encoding and decoding on the way.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    aside = target.with_name(f".{target.name}.tmp")
+    # One buffer compressed at a time: threads would make the memory peak vary run to run.
+    options = pa.ipc.IpcWriteOptions(compression="lz4", use_threads=False)
+    with (
+        pa.OSFile(str(aside), "wb") as sink,
+        pa.ipc.new_file(sink, table.schema, options=options) as writer,
+    ):
+        writer.write_table(table)
+    with open(aside, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(aside, target)
+
+
+def _shard_schema(path: Path) -> pa.Schema:
+    with pa.OSFile(str(path)) as source:
+        return pa.ipc.open_file(source).schema
+
+
+def _read_shard(path: Path) -> pa.Table:
+    """A staged shard, in batches of `PUBLISH_BATCH_ROWS` rows."""
+    with pa.OSFile(str(path)) as source:
+        table = pa.ipc.open_file(source).read_all().combine_chunks()
+    return pa.Table.from_batches(table.to_batches(PUBLISH_BATCH_ROWS), table.schema)
+
+
 def score_shard(
     settings: Settings, scoring: ScoringPlan, shard: dict[str, int], dataset: str = PREDICTIONS
 ) -> dict[str, Any]:
@@ -274,14 +489,10 @@ def score_shard(
     model = load_model(settings, scoring)
     columns = model_features(model)
     rows = shard_features(settings, scoring, shard["first"], shard["last"], columns)
-    scores = (
-        model.predict_proba(rows.select(columns).to_pandas())[:, 1]
-        if rows.num_rows
-        else np.empty(0)
-    )
+    scores = predict(model, rows.select(columns))
     table = predictions_table(settings, scoring, rows, scores)
-    target = _staging_dir(settings, dataset, scoring) / f"shard-{shard['index']:05d}.parquet"
-    lake.write_table_atomic(table, target)
+    target = _shard_file(settings, dataset, scoring, shard["index"])
+    _write_shard(table, target)
     return {"index": shard["index"], "rows": table.num_rows, "path": str(target)}
 
 
@@ -292,16 +503,18 @@ def publish(settings: Settings, scoring: ScoringPlan, dataset: str = PREDICTIONS
     the largest shard. A crash before the rename leaves the previous partition whole.
     """
     staging = _staging_dir(settings, dataset, scoring)
-    shard_files = [staging / f"shard-{shard['index']:05d}.parquet" for shard in scoring.shards]
+    shard_files = [
+        _shard_file(settings, dataset, scoring, shard["index"]) for shard in scoring.shards
+    ]
     missing = [path.name for path in shard_files if not path.exists()]
     if missing:
         raise FileNotFoundError(f"shards not scored for {scoring.day}: {missing}")
     target = partition(settings, dataset, date.fromisoformat(scoring.day))
     joined = staging / "joined.parquet"
     rows = 0
-    with pq.ParquetWriter(joined, pq.read_schema(shard_files[0]), compression="zstd") as writer:
+    with pq.ParquetWriter(joined, _shard_schema(shard_files[0]), compression="zstd") as writer:
         for path in shard_files:
-            table = pq.read_table(path)
+            table = _read_shard(path)
             writer.write_table(table)
             rows += table.num_rows
     with open(joined, "rb") as handle:

@@ -250,6 +250,7 @@ def train_and_register(
         holdout_scores,
         holdout_metrics,
         training.profile_bins,
+        settings.drift,
     )
     stamps = training_frame[names.timestamp]
     lineage = {

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-import pyarrow as pa
 import pytest
 
-from pipelines import lake, orchestrator, synthetic
+from pipelines import orchestrator
 from pipelines.settings import load_settings
+from tests.worlds import land_validated_history
 
 
 @pytest.fixture(scope="session")
@@ -34,14 +32,7 @@ def labelled_world(tmp_path_factory):
         patch.setenv("MLOPS_STATE_ROOT", str(tmp_path_factory.mktemp("world") / "state"))
         patch.setenv("MLOPS_SYNTHETIC__CUSTOMERS", "500")
         settings = load_settings()
-        for offset in range(45):
-            day = settings.synthetic.start_date + timedelta(days=offset)
-            synthetic.land_day(settings, day)
-            frame = synthetic.activity(settings.synthetic, day)
-            lake.write_table_atomic(
-                pa.Table.from_pandas(frame, schema=synthetic.ACTIVITY_SCHEMA, preserve_index=False),
-                lake.partition_file(settings.validated_root, settings.dataset.raw_dataset, day),
-            )
+        land_validated_history(settings, 45)
         yield patch, settings
 
 

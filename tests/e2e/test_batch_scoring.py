@@ -110,14 +110,15 @@ def test_scored_features_equal_what_feast_returns(scored_world):
         .sort_index()
     )
 
-    # Then the values are the same, and so are the published scores
+    # Then the values are the same, and the published scores are exactly the pipeline's
+    # predict_proba on Feast's rows (scoring encodes from Arrow, not through the pipeline)
     pd.testing.assert_frame_equal(
         ours.loc[sample.sort_values(), columns], feast_rows[columns], check_dtype=False
     )
     published = _predictions(settings, day).set_index(settings.dataset.entity)
-    expected = model.predict_proba(feast_rows[columns])[:, 1]
-    np.testing.assert_allclose(
-        published.loc[feast_rows.index, settings.scoring.score_column], expected, rtol=1e-6
+    expected = model.predict_proba(feast_rows[columns])[:, 1].astype(np.float64)
+    np.testing.assert_array_equal(
+        published.loc[feast_rows.index, settings.scoring.score_column], expected
     )
 
 

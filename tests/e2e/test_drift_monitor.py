@@ -89,7 +89,11 @@ def test_injected_drift_is_found_on_the_right_features_and_requests_retraining(m
     report = json.loads((monitor.report_dir(settings, DRIFT_START) / "report.json").read_text())
     alerting = {f["feature"] for f in report["features"] if f["level"] == "alert"}
     assert alerting <= {"usage_minutes", "sessions", "days_since_last_login"}
-    assert "<img" in (monitor.report_dir(settings, DRIFT_START) / "report.html").read_text()
+    numeric = {f["feature"]: f["wasserstein"] for f in report["features"] if f["kind"] == "numeric"}
+    assert numeric["usage_minutes"] >= settings.drift.numeric_wasserstein.alert
+    assert all(value is not None for value in numeric.values())
+    page = (monitor.report_dir(settings, DRIFT_START) / "report.html").read_text()
+    assert "<img" in page and "Wasserstein (normed)" in page
 
 
 def test_the_cooldown_holds_under_repeated_alarms(monitored_world):
@@ -111,10 +115,12 @@ def test_every_night_is_logged_to_mlflow_as_a_time_series(monitored_world):
     (run,) = client.search_runs([experiment.experiment_id], "tags.model_version = '1'")
 
     history = client.get_metric_history(run.info.run_id, "drift.usage_minutes")
+    wasserstein = client.get_metric_history(run.info.run_id, "drift.usage_minutes.wasserstein")
 
     steps = sorted(metric.step for metric in history)
     assert steps[-2:] == [DRIFT_START.toordinal(), DRIFT_START.toordinal() + 1]
     assert len(steps) >= 2
+    assert sorted(metric.step for metric in wasserstein) == steps
 
 
 def test_performance_is_measured_when_delayed_labels_arrive(monitored_world):

@@ -106,6 +106,31 @@ def test_production_settings_point_at_the_compose_services(monkeypatch):
     assert airflow_db.hostname == "postgres" and airflow_db.path == "/airflow"
     assert urlparse(environment["AIRFLOW__CELERY__BROKER_URL"]).hostname == "redis"
     assert environment["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    lock = urlparse(settings.registry_lock_url)
+    assert lock.hostname == "postgres" and lock.path == "/mlflow"
+
+
+def test_airflow_settings_of_the_production_profile_are_the_ones_compose_gives_airflow(
+    monkeypatch,
+):
+    # Given the environment of an Airflow container, with `.env` values filled in
+    environment = {k: _substituted(v) for k, v in _environment(SERVICES["airflow-worker"]).items()}
+    for key, value in environment.items():
+        if key.startswith("MLOPS_"):
+            monkeypatch.setenv(key, value)
+
+    # When the pipeline derives Airflow's configuration from its settings
+    derived = load_settings().airflow_env()
+
+    # Then it names the same executor, metadata database, broker and result backend
+    for key in (
+        "AIRFLOW__CORE__EXECUTOR",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+        "AIRFLOW__CELERY__BROKER_URL",
+        "AIRFLOW__CELERY__RESULT_BACKEND",
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY",
+    ):
+        assert derived[key] == environment[key], key
 
 
 def test_workers_scale_and_share_the_state_volume():

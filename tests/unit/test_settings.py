@@ -160,3 +160,30 @@ def test_relative_state_root_from_the_environment_is_rejected(clean_env):
 def test_relative_project_root_is_rejected(tmp_path):
     with pytest.raises(ValidationError, match="must be absolute"):
         Settings(state_root=tmp_path, project_root=Path("."))
+
+
+def test_profile_picks_airflow_executor_and_metadata_database(tmp_path):
+    embedded = Settings(state_root=tmp_path).airflow_env()
+    assert embedded["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert embedded["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith(f"sqlite:///{tmp_path}")
+
+    production = Settings(state_root=tmp_path, profile="production").airflow_env()
+    assert production["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert production["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql")
+    assert production["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://")
+    # Everything else (home, DAGs, auth) is the same in both profiles
+    same = set(embedded) - {"AIRFLOW__CORE__EXECUTOR", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"}
+    assert {key: production[key] for key in same} == {key: embedded[key] for key in same}
+
+
+def test_registry_lock_is_on_postgres_when_the_registry_is_shared(tmp_path):
+    assert Settings(state_root=tmp_path).registry_lock_url is None
+    on_postgres = Settings(
+        state_root=tmp_path, mlflow={"tracking_uri": "postgresql://db/mlflow"}
+    ).registry_lock_url
+    assert on_postgres == "postgresql://db/mlflow"
+    behind_server = Settings(
+        state_root=tmp_path,
+        mlflow={"tracking_uri": "http://mlflow:5000", "lock_url": "postgresql://db/mlflow"},
+    )
+    assert behind_server.registry_lock_url == "postgresql://db/mlflow"

@@ -1,0 +1,86 @@
+"""Feast in the production profile: the registry on Postgres, the online store on Redis."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pytest
+
+from pipelines import features
+from pipelines.settings import Settings, load_settings
+from tests.integration.conftest import (
+    database_url,
+    redis_keys_matching,
+    temporary_database,
+    unique_name,
+)
+from tests.worlds import land_validated
+
+pytestmark = pytest.mark.integration
+
+DAYS = [date(2026, 1, 1) + timedelta(days=n) for n in range(3)]
+CUSTOMERS = 300
+
+
+def settings_of(monkeypatch: pytest.MonkeyPatch, environment: dict[str, str]) -> Settings:
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    return load_settings()
+
+
+def materialize_every_day(settings: Settings) -> dict[str, list]:
+    """Apply the repo, materialize each day's window, read every customer back online."""
+    store = features.apply_repo(settings)
+    for day in DAYS:
+        window = features.materialization_window(settings, *features.day_interval(day))
+        features.materialize_window(settings, *window, store=store)
+    service = store.get_feature_service(settings.dataset.feature_service)
+    rows = [{settings.dataset.entity: i} for i in range(CUSTOMERS)]
+    return store.get_online_features(features=service, entity_rows=rows).to_dict()
+
+
+def test_feast_on_redis_with_a_postgres_registry_serves_the_embedded_values(
+    postgres, redis_server, tmp_path, monkeypatch
+):
+    common = {"MLOPS_SYNTHETIC__CUSTOMERS": str(CUSTOMERS)}
+    embedded = settings_of(monkeypatch, common | {"MLOPS_STATE_ROOT": str(tmp_path / "embedded")})
+    for day in DAYS:
+        land_validated(embedded, day, labels=False)
+    expected = materialize_every_day(embedded)
+
+    project = unique_name("feast")  # Feast ends every Redis key with its project
+    redis_host = redis_server.removeprefix("redis://").split("/")[0]
+    with temporary_database(postgres, "feast") as database:
+        production = settings_of(
+            monkeypatch,
+            common
+            | {
+                "MLOPS_STATE_ROOT": str(tmp_path / "production"),
+                "MLOPS_PROFILE": "production",
+                "MLOPS_FEAST__PROJECT": project,
+                "MLOPS_FEAST__REDIS_CONNECTION": redis_host,
+                "MLOPS_FEAST__REGISTRY_SQL_URL": database_url(postgres, database, "psycopg"),
+            },
+        )
+        for day in DAYS:
+            land_validated(production, day, labels=False)
+        store = None
+        try:
+            # Given the repo applied to the SQL registry and three nights materialized to Redis
+            served = materialize_every_day(production)
+            store = features.feature_store(production)
+
+            # Then the registry lives in Postgres and the values in Redis
+            config = store.config
+            assert config.registry.registry_type == "sql"
+            assert config.online_store.type == "redis"
+            assert [v.name for v in store.list_feature_views()] == [production.dataset.feature_view]
+            assert len(redis_keys_matching(redis_server, f"*{project}".encode())) == CUSTOMERS
+
+            # And every customer's online features equal the embedded profile's
+            assert served == expected
+        finally:
+            if store is not None:
+                store.teardown()
+    # And nothing of this test is left in Redis
+    assert redis_keys_matching(redis_server, f"*{project}".encode()) == []

@@ -1,0 +1,33 @@
+"""Generated worlds the slower tests share: history landed straight into the validated zone."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import pyarrow as pa
+
+from pipelines import lake, synthetic
+from pipelines.settings import Settings
+
+
+def land_validated(settings: Settings, day: date, labels: bool = True) -> None:
+    """One generated day in the validated zone (and its raw partition and due labels).
+
+    The Great Expectations gate is skipped: it has tests of its own, and the generator's
+    clean partitions meet the contract.
+    """
+    if labels:
+        synthetic.land_day(settings, day)  # raw activity and the labels due that day
+    frame = synthetic.activity(settings.synthetic, day)
+    lake.write_table_atomic(
+        pa.Table.from_pandas(frame, schema=synthetic.ACTIVITY_SCHEMA, preserve_index=False),
+        lake.partition_file(settings.validated_root, settings.dataset.raw_dataset, day),
+    )
+
+
+def land_validated_history(settings: Settings, days: int) -> date:
+    """`days` days from the generator's start date; returns the last one."""
+    for offset in range(days):
+        day = settings.synthetic.start_date + timedelta(days=offset)
+        land_validated(settings, day)
+    return day
