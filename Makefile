@@ -26,7 +26,7 @@ mlflow: $(STAMP)
 	$(PY) -m pipelines mlflow-ui
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest --numprocesses auto --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
