@@ -69,8 +69,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -80,7 +78,8 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from bench._common import PROJECT_ROOT, child_env, measure, write_json
+
 PATHS = ("ours", "scipy", "evidently")
 MANIFEST_VERSION = 2
 REFERENCE_DAYS = 7
@@ -97,16 +96,6 @@ PROFILE_SETTINGS = {"profile_quantiles", "profile_tail_quantiles", "profile_step
 
 
 # --------------------------------------------------------------------------- children
-
-
-def _peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (Linux reports KiB)."""
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(kib / 1024.0, 1)
-
-
-def _write_json(path: Path, document: dict[str, Any]) -> None:
-    path.write_text(json.dumps(document, default=str))
 
 
 def _read_manifest(data_dir: Path) -> dict[str, Any]:
@@ -200,7 +189,7 @@ def _child_generate(
     generate_s = time.perf_counter() - started
     # Every path reads the same bytes: make them equally warm in the page cache.
     data_bytes = sum(len(f.read_bytes()) for f in files)
-    _write_json(
+    write_json(
         result_file,
         {
             "cached": cached,
@@ -225,18 +214,13 @@ def _child_ours(data_dir: Path, result_file: Path) -> None:
     columns = list(profile["features"])
     frame = pq.read_table(data_dir / "today.parquet", columns=columns).to_pandas()
     read_s = time.perf_counter() - started
-    rss_before = _peak_rss_mb()
-    started = time.perf_counter()
-    results = drift.feature_drift(profile, frame, settings)
-    wall = time.perf_counter() - started
-    peak = _peak_rss_mb()
-    _write_json(
+    with measure() as measured:
+        results = drift.feature_drift(profile, frame, settings)
+    write_json(
         result_file,
-        {
-            "wall_s": wall,
+        measured
+        | {
             "read_s": read_s,
-            "peak_rss_mb": peak,
-            "rss_before_mb": rss_before,
             "rows": len(frame),
             "features": {
                 r.feature: {
@@ -253,20 +237,11 @@ def _child_ours(data_dir: Path, result_file: Path) -> None:
     )
 
 
-def _child_scipy(data_dir: Path, result_file: Path) -> None:
-    """Time two-sample tests on the raw rows: KS per numeric feature, chi-square per categorical."""
+def _two_sample_tests(ref: Any, cur: Any, manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """KS per numeric feature, chi-square on the 2 x k category counts per categorical one."""
     import numpy as np
-    import pyarrow.parquet as pq
     from scipy import stats
 
-    manifest = _read_manifest(data_dir)
-    started = time.perf_counter()
-    reference = pq.read_table(data_dir / "reference.parquet", columns=manifest["features"])
-    current = pq.read_table(data_dir / "today.parquet", columns=manifest["features"])
-    ref, cur = reference.to_pandas(), current.to_pandas()
-    read_s = time.perf_counter() - started
-    rss_before = _peak_rss_mb()
-    started = time.perf_counter()
     features: dict[str, dict[str, Any]] = {}
     for column in manifest["features"]:
         if column in manifest["categorical"]:
@@ -287,15 +262,27 @@ def _child_scipy(data_dir: Path, result_file: Path) -> None:
             ks = stats.ks_2samp(left[~np.isnan(left)], right[~np.isnan(right)])
             statistic, pvalue, test = float(ks.statistic), float(ks.pvalue), "ks"
         features[column] = {"test": test, "statistic": statistic, "pvalue": pvalue}
-    wall = time.perf_counter() - started
-    peak = _peak_rss_mb()
-    _write_json(
+    return features
+
+
+def _child_scipy(data_dir: Path, result_file: Path) -> None:
+    """Time two-sample tests on the raw rows: KS per numeric feature, chi-square per categorical."""
+    import pyarrow.parquet as pq
+    import scipy.stats  # noqa: F401  (imported before the clock, as every path's libraries)
+
+    manifest = _read_manifest(data_dir)
+    started = time.perf_counter()
+    reference = pq.read_table(data_dir / "reference.parquet", columns=manifest["features"])
+    current = pq.read_table(data_dir / "today.parquet", columns=manifest["features"])
+    ref, cur = reference.to_pandas(), current.to_pandas()
+    read_s = time.perf_counter() - started
+    with measure() as measured:
+        features = _two_sample_tests(ref, cur, manifest)
+    write_json(
         result_file,
-        {
-            "wall_s": wall,
+        measured
+        | {
             "read_s": read_s,
-            "peak_rss_mb": peak,
-            "rss_before_mb": rss_before,
             "rows": len(cur),
             "reference_rows": len(ref),
             "features": features,
@@ -316,13 +303,10 @@ def _child_evidently(data_dir: Path, result_file: Path) -> None:
     ref = pd.read_parquet(data_dir / "reference.parquet", columns=manifest["features"])
     cur = pd.read_parquet(data_dir / "today.parquet", columns=manifest["features"])
     read_s = time.perf_counter() - started
-    rss_before = _peak_rss_mb()
-    started = time.perf_counter()
-    snapshot = Report([DataDriftPreset()], include_tests=True).run(
-        current_data=cur, reference_data=ref
-    )
-    wall = time.perf_counter() - started
-    peak = _peak_rss_mb()
+    with measure() as measured:
+        snapshot = Report([DataDriftPreset()], include_tests=True).run(
+            current_data=cur, reference_data=ref
+        )
     started = time.perf_counter()
     document = snapshot.dict()
     extract_s = time.perf_counter() - started
@@ -343,14 +327,12 @@ def _child_evidently(data_dir: Path, result_file: Path) -> None:
         column = test.get("metric_config", {}).get("params", {}).get("column")
         if test.get("id") == "drift" and column in features:
             features[column]["drifted"] = test["status"] == "FAIL"
-    _write_json(
+    write_json(
         result_file,
-        {
-            "wall_s": wall,
+        measured
+        | {
             "read_s": read_s,
             "extract_s": extract_s,
-            "peak_rss_mb": peak,
-            "rss_before_mb": rss_before,
             "rows": len(cur),
             "version": evidently.__version__,
             "drifted_columns": drifted_count,
@@ -361,15 +343,6 @@ def _child_evidently(data_dir: Path, result_file: Path) -> None:
 
 
 # --------------------------------------------------------------------------- parent
-
-
-def _child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p
-    )
-    env.update(extra or {})
-    return env
 
 
 def _run_child(
@@ -421,7 +394,7 @@ def _evidently_python(state_root: Path) -> tuple[str | None, str | None]:
     venv = state_root / "bench" / "evidently-venv"
     python = venv / "bin" / "python"
     probe = [str(python), "-c", "import evidently, pandas, pyarrow"]
-    env = _child_env({"DO_NOT_TRACK": "1"})
+    env = child_env({"DO_NOT_TRACK": "1"})
     if python.exists() and subprocess.run(probe, env=env, capture_output=True).returncode == 0:
         return str(python), None
     print(f"evidently: building its venv at {venv} (one-off)", flush=True)
@@ -502,7 +475,7 @@ def run(
     key = f"r{rows}" if drift_features == DRIFT_FEATURES else f"r{rows}-{'+'.join(drift_features)}"
     data_dir = state_root / "bench" / "drift" / key
     data_dir.mkdir(parents=True, exist_ok=True)
-    env = _child_env()
+    env = child_env()
     paths = [p for p in PATHS if not (skip_evidently and p == "evidently")]
     evidently_python: str | None = None
     evidently_error: str | None = "skipped (--skip-evidently)" if skip_evidently else None
@@ -538,7 +511,7 @@ def run(
                             data_dir,
                             rows,
                             workdir,
-                            _child_env({"DO_NOT_TRACK": "1"}),
+                            child_env({"DO_NOT_TRACK": "1"}),
                             timeout=EVIDENTLY_TIMEOUT_S,
                         )
                     else:

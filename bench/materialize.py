@@ -49,7 +49,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -60,7 +59,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pipelines.settings import PROJECT_ROOT
+from bench._common import PROJECT_ROOT, child_env, measure, write_json
 
 PATHS = ("ours", "stock")
 SAMPLE_SIZE = 1_000
@@ -69,12 +68,6 @@ _SAMPLE_SEED = 20_240_601
 
 
 # --------------------------------------------------------------------------- children
-
-
-def _peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (Linux reports KiB)."""
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(kib / 1024.0, 1)
 
 
 def _last_day(settings: Any) -> date:
@@ -199,7 +192,7 @@ def _child_generate(result_file: Path, sample_file: Path) -> None:
         "window": [start.isoformat(), end.isoformat()],
         "expected": _expected_sample(settings, ids),
     }
-    result_file.write_text(json.dumps(result, default=str))
+    write_json(result_file, result)
 
 
 def _child_measure(path: str, result_file: Path, sample_file: Path) -> None:
@@ -210,51 +203,35 @@ def _child_measure(path: str, result_file: Path, sample_file: Path) -> None:
     settings = load_settings()
     store = features.apply_repo(settings)
     start, end = _window(settings)
-    rss_before = _peak_rss_mb()
     extra: dict[str, Any] = {}
     if path == "ours":
-        started = time.perf_counter()
-        outcome = features.materialize_window(settings, start, end, store)
-        wall = time.perf_counter() - started
+        with measure() as measured:
+            outcome = features.materialize_window(settings, start, end, store)
         extra = {
             "online_rows": getattr(outcome, "entities_written", None),
             "partitions": outcome.partitions,
         }
     elif path == "stock":
-        started = time.perf_counter()
-        store.materialize(start, end, [settings.dataset.feature_view])
-        wall = time.perf_counter() - started
+        with measure() as measured:
+            store.materialize(start, end, [settings.dataset.feature_view])
     else:
         raise ValueError(f"unknown path {path!r}")
-    peak = _peak_rss_mb()
     ids = json.loads(sample_file.read_text())
-    result = {
-        "wall_s": wall,
-        "peak_rss_mb": peak,
-        "rss_before_mb": rss_before,
-        "sample": _online_sample(settings, store, ids),
-        **extra,
-    }
-    result_file.write_text(json.dumps(result, default=str))
+    write_json(result_file, measured | {"sample": _online_sample(settings, store, ids), **extra})
 
 
 # --------------------------------------------------------------------------- parent
 
 
 def _child_env(state_root: Path, customers: int, history_days: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
+    return child_env(
         {
             "MLOPS_PROFILE": "embedded",
             "MLOPS_STATE_ROOT": str(state_root),
             "MLOPS_SYNTHETIC__CUSTOMERS": str(customers),
             "MLOPS_SYNTHETIC__DAYS": str(history_days + 1),
-            "PYTHONPATH": os.pathsep.join(
-                p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p
-            ),
         }
     )
-    return env
 
 
 def _run_child(role: str, env: dict[str, str], workdir: Path) -> dict[str, Any]:

@@ -71,7 +71,6 @@ import hashlib
 import importlib
 import json
 import os
-import resource
 import shutil
 import signal
 import statistics
@@ -84,7 +83,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from pipelines.settings import PROJECT_ROOT
+from bench._common import PROJECT_ROOT, child_env, peak_rss_mb, write_json
 
 ROLES = (
     "prepare",
@@ -131,12 +130,6 @@ PREIMPORTS = (
 # --------------------------------------------------------------------------- children
 
 
-def _peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (Linux reports KiB)."""
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(kib / 1024.0, 1)
-
-
 def _preimport() -> None:
     """Import what scoring needs, so the clock measures work, not imports."""
     for module in PREIMPORTS:
@@ -154,10 +147,6 @@ def _scored_day(settings: Any) -> date:
     from pipelines import synthetic
 
     return synthetic.days(settings.synthetic)[-1]
-
-
-def _write_json(path: Path, document: dict[str, Any]) -> None:
-    path.write_text(json.dumps(document, default=str))
 
 
 def _training_frame(settings: Any) -> Any:
@@ -282,7 +271,7 @@ def _child_prepare(result_file: Path) -> None:
         ds.field(names.timestamp) <= pa.scalar(at, bound)
     )
     dataset = ds.dataset([str(f) for f in files], format="parquet")
-    _write_json(
+    write_json(
         result_file,
         {
             "lake_cached": lake_cached,
@@ -310,28 +299,28 @@ def _child_ours(result_file: Path) -> None:
     _preimport()
     settings = load_settings()
     day = _scored_day(settings)
-    rss_before = _peak_rss_mb()
+    rss_before = peak_rss_mb()
     started = time.perf_counter()
     scoring = score.plan(settings, day)
     plan_s = time.perf_counter() - started
-    peak_after_plan = _peak_rss_mb()
+    peak_after_plan = peak_rss_mb()
     arrow_after_plan = _arrow_peak_mb()
     shard_s, shard_peaks, rows = [], [], 0
     for shard in scoring.shards:
         shard_started = time.perf_counter()
         done = score.score_shard(settings, scoring, shard)
         shard_s.append(round(time.perf_counter() - shard_started, 3))
-        shard_peaks.append(_peak_rss_mb())
+        shard_peaks.append(peak_rss_mb())
         rows += int(done["rows"])
     publish_started = time.perf_counter()
     published = score.publish(settings, scoring)
     publish_s = time.perf_counter() - publish_started
     wall = time.perf_counter() - started
-    _write_json(
+    write_json(
         result_file,
         {
             "wall_s": wall,
-            "peak_rss_mb": _peak_rss_mb(),
+            "peak_rss_mb": peak_rss_mb(),
             "rss_before_mb": rss_before,
             "arrow_pool_peak_mb": _arrow_peak_mb(),
             "plan_s": round(plan_s, 3),
@@ -357,16 +346,16 @@ def _child_shard_plan(result_file: Path, workdir: Path) -> None:
 
     _preimport()
     settings = load_settings()
-    rss_before = _peak_rss_mb()
+    rss_before = peak_rss_mb()
     started = time.perf_counter()
     scoring = score.plan(settings, _scored_day(settings))
     wall = time.perf_counter() - started
     (workdir / "plan.json").write_text(json.dumps(asdict(scoring)))
-    _write_json(
+    write_json(
         result_file,
         {
             "wall_s": wall,
-            "peak_rss_mb": _peak_rss_mb(),
+            "peak_rss_mb": peak_rss_mb(),
             "rss_before_mb": rss_before,
             "arrow_pool_peak_mb": _arrow_peak_mb(),
             "shards": len(scoring.shards),
@@ -382,15 +371,15 @@ def _child_shard(result_file: Path, workdir: Path, index: int) -> None:
     settings = load_settings()
     scoring = score.ScoringPlan(**json.loads((workdir / "plan.json").read_text()))
     shard = next(s for s in scoring.shards if s["index"] == index)
-    rss_before = _peak_rss_mb()
+    rss_before = peak_rss_mb()
     started = time.perf_counter()
     done = score.score_shard(settings, scoring, shard)
     wall = time.perf_counter() - started
-    _write_json(
+    write_json(
         result_file,
         {
             "wall_s": wall,
-            "peak_rss_mb": _peak_rss_mb(),
+            "peak_rss_mb": peak_rss_mb(),
             "rss_before_mb": rss_before,
             "arrow_pool_peak_mb": _arrow_peak_mb(),
             "rows": done["rows"],
@@ -405,15 +394,15 @@ def _child_shard_publish(result_file: Path, workdir: Path) -> None:
     _preimport()
     settings = load_settings()
     scoring = score.ScoringPlan(**json.loads((workdir / "plan.json").read_text()))
-    rss_before = _peak_rss_mb()
+    rss_before = peak_rss_mb()
     started = time.perf_counter()
     published = score.publish(settings, scoring)
     wall = time.perf_counter() - started
-    _write_json(
+    write_json(
         result_file,
         {
             "wall_s": wall,
-            "peak_rss_mb": _peak_rss_mb(),
+            "peak_rss_mb": peak_rss_mb(),
             "rss_before_mb": rss_before,
             "rows": published["rows"],
             "published": published["path"],
@@ -448,7 +437,7 @@ def _child_ceiling(result_file: Path, workdir: Path) -> None:
     booster = classifier.get_booster()
     iterations = (0, int(classifier.best_iteration) + 1)
     booster.inplace_predict(encoded[:1024], iteration_range=iterations, missing=classifier.missing)
-    rss_before = _peak_rss_mb()
+    rss_before = peak_rss_mb()
     walls, scores = [], np.empty(0)
     for _ in range(CEILING_REPEATS):
         started = time.perf_counter()
@@ -460,12 +449,12 @@ def _child_ceiling(result_file: Path, workdir: Path) -> None:
         pa.table({names.entity: ids, settings.scoring.score_column: np.asarray(scores)}),
         workdir / "ceiling.parquet",
     )
-    _write_json(
+    write_json(
         result_file,
         {
             "wall_s": statistics.median(walls),
             "inplace_predict_s": [round(w, 4) for w in walls],
-            "peak_rss_mb": _peak_rss_mb(),
+            "peak_rss_mb": peak_rss_mb(),
             "rss_before_mb": rss_before,
             "rows": int(encoded.shape[0]),
             "features": int(encoded.shape[1]),
@@ -498,14 +487,14 @@ def _child_stock(result_file: Path, workdir: Path) -> None:
     )
     target = workdir / "stock.parquet"
     tracking.mlflow_client(settings)
-    rss_before = _peak_rss_mb()
+    rss_before = peak_rss_mb()
 
     started = time.perf_counter()
     store = features.feature_store(settings)
     service = store.get_feature_service(names.feature_service)
     frame = store.get_historical_features(entity_df=entity_df, features=service).to_df()
     features_s = time.perf_counter() - started
-    peak_after_features = _peak_rss_mb()
+    peak_after_features = peak_rss_mb()
 
     step = time.perf_counter()
     model = mlflow.pyfunc.load_model(f"models:/{settings.training.model_name}@champion")
@@ -528,12 +517,12 @@ def _child_stock(result_file: Path, workdir: Path) -> None:
     ).to_parquet(target, index=False)
     write_s = time.perf_counter() - step
     wall = time.perf_counter() - started
-    _write_json(
+    write_json(
         result_file,
         {
             "status": "ok",
             "wall_s": wall,
-            "peak_rss_mb": _peak_rss_mb(),
+            "peak_rss_mb": peak_rss_mb(),
             "rss_before_mb": rss_before,
             "peak_rss_after_features_mb": peak_after_features,
             "features_s": round(features_s, 3),
@@ -578,15 +567,14 @@ def _child_compare(result_file: Path, workdir: Path) -> None:
         result["ours_vs_stock"] = _agreement(
             ours, pd.read_parquet(stock, columns=[entity, column]), entity, column
         )
-    _write_json(result_file, result)
+    write_json(result_file, result)
 
 
 # --------------------------------------------------------------------------- parent
 
 
 def _child_env(state_root: Path, customers: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
+    return child_env(
         {
             "MLOPS_PROFILE": "embedded",
             "MLOPS_STATE_ROOT": str(state_root),
@@ -595,12 +583,8 @@ def _child_env(state_root: Path, customers: int) -> dict[str, str]:
             "MLOPS_TRAINING__MIN_ROWS": "100",
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "FEAST_USAGE": "False",
-            "PYTHONPATH": os.pathsep.join(
-                p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH", "")) if p
-            ),
         }
     )
-    return env
 
 
 def _proc_status_mb(pid: int) -> dict[str, float]:
