@@ -25,7 +25,10 @@ just before it):
 * ``ours`` (one Airflow worker running the whole night): ``score.plan(settings, D)``,
   then ``score.score_shard`` for every shard sequentially in that process, then
   ``score.publish``. ``wall_s`` covers plan + shards + publish; ``rows_per_s`` is
-  customers / wall.
+  customers / wall. The process scores the night twice: the first, ``cold``, also pays
+  its one-off costs (the MLflow store's schema check, lazy imports, thread pools) and is
+  reported as ``cold_wall_s``; the second is the timed one, as the ceiling times its
+  calls after a warm-up call. ``ours_cold_vs_ceiling`` is the ratio of the first.
 * ``ours_per_shard_process`` (mapped Airflow task instances): the same plan, each shard
   and the publish each in its own fresh process (the plan goes through JSON, like
   XCom). ``max_shard_peak_rss_mb`` is the largest peak of a shard process: the figure that
@@ -291,53 +294,65 @@ def _child_prepare(result_file: Path) -> None:
     )
 
 
-def _child_ours(result_file: Path) -> None:
-    """Plan, every shard sequentially, publish: one process, as one Airflow worker."""
+def _night(settings: Any, day: date) -> dict[str, Any]:
+    """Plan, every shard sequentially, publish; the figures of that one night."""
     from pipelines import score
-    from pipelines.settings import load_settings
 
-    _preimport()
-    settings = load_settings()
-    day = _scored_day(settings)
     rss_before = peak_rss_mb()
     started = time.perf_counter()
     scoring = score.plan(settings, day)
     plan_s = time.perf_counter() - started
     peak_after_plan = peak_rss_mb()
     arrow_after_plan = _arrow_peak_mb()
-    shard_s, shard_peaks, rows = [], [], 0
+    shard_s, shard_peaks, shard_rows = [], [], []
     for shard in scoring.shards:
         shard_started = time.perf_counter()
         done = score.score_shard(settings, scoring, shard)
         shard_s.append(round(time.perf_counter() - shard_started, 3))
         shard_peaks.append(peak_rss_mb())
-        rows += int(done["rows"])
+        shard_rows.append(int(done["rows"]))
     publish_started = time.perf_counter()
     published = score.publish(settings, scoring)
     publish_s = time.perf_counter() - publish_started
-    wall = time.perf_counter() - started
-    write_json(
-        result_file,
-        {
-            "wall_s": wall,
-            "peak_rss_mb": peak_rss_mb(),
-            "rss_before_mb": rss_before,
-            "arrow_pool_peak_mb": _arrow_peak_mb(),
-            "plan_s": round(plan_s, 3),
-            "shard_s": shard_s,
-            "publish_s": round(publish_s, 3),
-            "peak_rss_after_plan_mb": peak_after_plan,
-            "arrow_pool_peak_after_plan_mb": arrow_after_plan,
-            "peak_rss_after_shard_mb": shard_peaks,
-            "shards": len(scoring.shards),
-            "shard_customers": [shard["customers"] for shard in scoring.shards],
-            "rows_scored": rows,
-            "rows_published": published["rows"],
-            "model_version": scoring.model_version,
-            "partitions_read": scoring.partitions,
-            "published": published["path"],
-        },
-    )
+    return {
+        "wall_s": time.perf_counter() - started,
+        "peak_rss_mb": peak_rss_mb(),
+        "rss_before_mb": rss_before,
+        "arrow_pool_peak_mb": _arrow_peak_mb(),
+        "plan_s": round(plan_s, 3),
+        "shard_s": shard_s,
+        "publish_s": round(publish_s, 3),
+        "peak_rss_after_plan_mb": peak_after_plan,
+        "arrow_pool_peak_after_plan_mb": arrow_after_plan,
+        "peak_rss_after_shard_mb": shard_peaks,
+        "shards": len(scoring.shards),
+        "shard_rows": shard_rows,
+        "rows_scored": sum(shard_rows),
+        "rows_published": published["rows"],
+        "model_version": scoring.model_version,
+        "partitions_read": scoring.partitions,
+        "published": published["path"],
+    }
+
+
+def _child_ours(result_file: Path) -> None:
+    """Two nights of the same date in one process, as one Airflow worker would run them.
+
+    The first (``cold``) also pays the process's one-off costs: the MLflow store's schema
+    check, lazy imports, thread pools. The second is timed, like the ceiling's calls after
+    its warm-up call; it re-scores the date, replacing the first night's partition.
+    """
+    from pipelines.settings import load_settings
+
+    _preimport()
+    settings = load_settings()
+    day = _scored_day(settings)
+    cold = _night(settings, day)
+    timed = _night(settings, day)
+    timed["cold"] = {
+        key: cold[key] for key in ("wall_s", "plan_s", "shard_s", "publish_s", "peak_rss_mb")
+    }
+    write_json(result_file, timed)
 
 
 def _child_shard_plan(result_file: Path, workdir: Path) -> None:
@@ -769,12 +784,15 @@ def run(
             run_ours = _run_child("ours", env, workdir)
             digests.add(_sha256(Path(run_ours["published"])))
             ours_runs.append(run_ours)
+            cold = run_ours["cold"]
             print(
                 f" ours (run {attempt}/{repeats}): {run_ours['wall_s']:.2f} s "
                 f"({_rate(customers, run_ours['wall_s'])} rows/s), {run_ours['shards']} shards, "
                 f"peak RSS {run_ours['peak_rss_mb']} MiB (before {run_ours['rss_before_mb']}, "
                 f"Arrow pool {run_ours['arrow_pool_peak_mb']}); plan {run_ours['plan_s']} s, "
-                f"shards {run_ours['shard_s']} s, publish {run_ours['publish_s']} s",
+                f"shards {run_ours['shard_s']} s, publish {run_ours['publish_s']} s; "
+                f"cold first night {cold['wall_s']:.2f} s (plan {cold['plan_s']} s, "
+                f"shards {cold['shard_s']} s, publish {cold['publish_s']} s)",
                 flush=True,
             )
             run_ceiling = _run_child("ceiling", env, workdir)
@@ -788,6 +806,8 @@ def run(
             )
         ours = _median_run(ours_runs)
         ours["rows_per_s"] = _rate(customers, ours["wall_s"])
+        ours["cold_wall_s"] = statistics.median(run["cold"]["wall_s"] for run in ours_runs)
+        ours["cold_rows_per_s"] = _rate(customers, ours["cold_wall_s"])
         ours["output_deterministic"] = len(digests) == 1
         ceiling = _median_run(ceiling_runs)
         ceiling["rows_per_s"] = _rate(int(ceiling["rows"]), ceiling["wall_s"])
@@ -876,6 +896,7 @@ def run(
 
     ours_rate = float(ours["rows_per_s"])
     ours_vs_ceiling = round(ours_rate / ceiling["rows_per_s"], 3)
+    ours_cold_vs_ceiling = round(float(ours["cold_rows_per_s"]) / ceiling["rows_per_s"], 3)
     ours_vs_stock: float | None = None
     ours_vs_stock_at_least: float | None = None
     if stock["status"] == "ok":
@@ -949,6 +970,7 @@ def run(
         "ceiling": {k: v for k, v in ceiling.items() if k != "process_wall_s"},
         "stock": stock,
         "ours_vs_ceiling": ours_vs_ceiling,
+        "ours_cold_vs_ceiling": ours_cold_vs_ceiling,
         "ours_vs_stock": ours_vs_stock,
         "ours_vs_stock_at_least": ours_vs_stock_at_least,
         "ours_peak_rss_mb": ours["peak_rss_mb"],
@@ -970,7 +992,8 @@ def run(
     )
     print(
         f"ours vs ceiling: {ours_vs_ceiling}x (target >= {OURS_VS_CEILING_MIN}: "
-        f"{targets['ours_vs_ceiling_met']}); ours vs stock: {stock_words} "
+        f"{targets['ours_vs_ceiling_met']}; a cold first night: {ours_cold_vs_ceiling}x); "
+        f"ours vs stock: {stock_words} "
         f"(target >= {OURS_VS_STOCK_MIN}: {stock_met})",
         flush=True,
     )

@@ -237,6 +237,45 @@ def _stamp_bounds(
     return min(_utc64(s.min) for s in found), max(_utc64(s.max) for s in found)
 
 
+def _losing_groups(
+    parquet: pq.ParquetFile,
+    entity: str,
+    timestamp: str,
+    row_groups: list[int],
+    entities: tuple[int, int] | None,
+    later: _WindowKeys,
+) -> set[int]:
+    """Row groups whose rows all lose to a later file's window rows, from statistics alone.
+
+    Every integer id such a group can hold (within `entities`) is among the later file's,
+    each held once there, and none of its timestamps is after the later file's earliest:
+    each of its rows meets a row of the same entity that is as late or later (a tie goes
+    to the later file). On a daily lake that is every row group of an older day.
+    """
+    ids = later.entities
+    if later.earliest is None or len(ids) == 0 or bool(np.any(ids[1:] <= ids[:-1])):
+        return set()
+    schema = parquet.schema_arrow
+    if not pa.types.is_integer(schema.field(entity).type):
+        return set()
+    at = schema.get_field_index(entity)
+    losing = set()
+    for index in row_groups:
+        stamps = _stamp_bounds(parquet, timestamp, [index])
+        stats = parquet.metadata.row_group(index).column(at).statistics
+        if stamps is None or stamps[1] > later.earliest:
+            continue
+        if stats is None or not stats.has_min_max or stats.null_count:
+            continue
+        low, high = stats.min, stats.max
+        if entities is not None:
+            low, high = max(low, entities[0]), min(high, entities[1])
+        held = np.searchsorted(ids, high, side="right") - np.searchsorted(ids, low, side="left")
+        if high < low or held == high - low + 1:
+            losing.add(index)
+    return losing
+
+
 def _window_keys(
     parquet: pq.ParquetFile,
     entity: str,
@@ -245,13 +284,18 @@ def _window_keys(
     end: datetime,
     entities: tuple[int, int] | None,
     stamps: bool,
+    later: _WindowKeys | None = None,
 ) -> _WindowKeys:
     """The keys of a file's rows with start <= timestamp <= end (and entities first..last).
 
     With `entities`, row groups whose statistics lie outside the range are not read;
     unless `stamps` is asked for, neither are timestamps the statistics prove inside.
+    Given the keys of a `later` file, row groups whose rows all lose to it are not read.
     """
     row_groups = row_groups_holding(parquet, entity, entities)
+    if later is not None:
+        losing = _losing_groups(parquet, entity, timestamp, row_groups, entities, later)
+        row_groups = [index for index in row_groups if index not in losing]
     sizes = [parquet.metadata.row_group(index).num_rows for index in row_groups]
     offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
     bounds = None if stamps else _stamp_bounds(parquet, timestamp, row_groups)
@@ -343,7 +387,7 @@ def _read_rows(
     """Columns of a file's winning rows (ascending positions among the rows of `row_groups`,
     which start at `offsets`), decoding only the row groups that hold them."""
     group = np.searchsorted(offsets, won, side="right") - 1
-    needed = np.unique(group)
+    needed = group[np.r_[True, group[1:] != group[:-1]]]  # `won` ascends, so does `group`
     sizes = np.diff(offsets)[needed]
     starts = np.concatenate([[0], np.cumsum(sizes)])
     table = parquet.read_row_groups([row_groups[i] for i in needed], columns=columns)
@@ -375,7 +419,8 @@ def latest_rows(
     The same rows as `latest_per_entity(window_rows(...))`, ties going to the later
     file, then the later row; but only the keys (entity, timestamp) of the window are
     read to pick each entity's row, then only the row groups holding winners are
-    decoded in full (on a daily lake, all but a few come from the newest file).
+    decoded in full (on a daily lake, all but a few come from the newest file). Keys
+    of older row groups that the statistics prove beaten by the newest file are not read.
     Validated files, sorted by entity with one row per entity and day, are resolved
     without sorting the window; other files by one sort of its keys.
     """
@@ -383,24 +428,28 @@ def latest_rows(
         return pa.table({})
     parquets = [pq.ParquetFile(path) for path in files]
 
-    def read_keys(stamps: bool) -> list[_WindowKeys]:
+    def read_keys(
+        chosen: list[pq.ParquetFile], stamps: bool, later: _WindowKeys | None = None
+    ) -> list[_WindowKeys]:
         # Files decode in parallel: Arrow releases the GIL, and one key column per file
         # leaves its own column-parallel reader a single column.
         with ThreadPoolExecutor(max_workers=pa.cpu_count()) as pool:
             return list(
                 pool.map(
                     lambda file: _window_keys(
-                        file, entity, timestamp, start, end, entities, stamps
+                        file, entity, timestamp, start, end, entities, stamps, later
                     ),
-                    parquets,
+                    chosen,
                 )
             )
 
-    keys = read_keys(stamps=False)
+    # The newest file first: older row groups whose rows all lose to it are not read.
+    newest = _window_keys(parquets[-1], entity, timestamp, start, end, entities, False)
+    keys = [*read_keys(parquets[:-1], stamps=False, later=newest), newest]
     if _in_time_order(keys):
         winners = _last_file_first(keys)
     else:  # ordering by time needs every row's timestamp
-        keys = read_keys(stamps=True)
+        keys = read_keys(parquets, stamps=True)
         winners = _by_sorting(keys)
     read = [(key.row_groups, key.offsets) for key in keys]
     del keys  # the window's keys are done with: free them before decoding the winners

@@ -17,8 +17,6 @@ import hashlib
 import math
 import os
 import shutil
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -67,165 +65,90 @@ def scoring_run_id(day: date, model_name: str, version: str, model_run_id: str) 
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-class _UnsortedFileError(Exception):
-    """A window file whose rows are not sorted by entity."""
+def _entity_ranges(path: Path, entity: str) -> np.ndarray | None:
+    """Each row group's (least entity, greatest entity, rows), from the file's statistics.
 
-
-@dataclass
-class _EntityStream:
-    """One file's entity column, read a batch at a time, and what is left of its batch."""
-
-    path: Path
-    batches: Iterator[pa.RecordBatch]
-    pending: np.ndarray
-    last: int | None = None
-    open: bool = True
-
-    def needs_batch(self) -> bool:
-        return self.open and len(self.pending) == 0
-
-    def next_ids(self) -> np.ndarray | None:
-        """The next batch's entities, or None once the file is read."""
-        batch = next(self.batches, None)
-        return None if batch is None else batch.column(0).to_numpy()
-
-    def accept(self, ids: np.ndarray | None, entity: str) -> None:
-        """Take a fetched batch; raise `_UnsortedFileError` if it breaks the file's order."""
-        if ids is None:
-            self.open = False
-        elif len(ids):
-            if (self.last is not None and ids[0] < self.last) or bool(np.any(ids[1:] < ids[:-1])):
-                raise _UnsortedFileError(f"{self.path} is not sorted by {entity}")
-            self.pending, self.last = ids, int(ids[-1])
-
-
-def _distinct_entities(files: list[Path], entity: str, batch_rows: int) -> Iterator[np.ndarray]:
-    """Distinct entities of files sorted by entity, ascending, one chunk at a time.
-
-    A k-way merge of the files' entity columns: it holds about one batch per file,
-    whatever the number of customers. Raises `_UnsortedFileError` on a file that is
-    not sorted.
+    None unless every row group has signed integer statistics and the groups are in ascending,
+    non-overlapping order, as in a file sorted by entity (validated files are).
     """
-    streams = [
-        _EntityStream(
-            path,
-            # No pre-buffering: it would read the whole column of a file up front.
-            pq.ParquetFile(path, pre_buffer=False).iter_batches(
-                batch_size=batch_rows, columns=[entity]
-            ),
-            np.empty(0, dtype=np.int64),
-        )
-        for path in files
-    ]
-    emitted: int | None = None
-    # Files decode their next batches in parallel (Arrow releases the GIL).
-    with ThreadPoolExecutor(max_workers=pa.cpu_count()) as pool:
-        while True:
-            needy = [stream for stream in streams if stream.needs_batch()]
-            while needy:
-                fetched = pool.map(_EntityStream.next_ids, needy)
-                for stream, ids in zip(needy, fetched, strict=True):
-                    stream.accept(ids, entity)
-                needy = [stream for stream in needy if stream.needs_batch()]
-            if not any(len(stream.pending) for stream in streams):
-                return
-            # A file with batches left holds no id below its pending tail: every id up to the
-            # smallest such tail has been read.
-            tails = [int(stream.pending[-1]) for stream in streams if stream.open]
-            parts = []
-            for stream in streams:
-                ids = stream.pending
-                cut = int(np.searchsorted(ids, min(tails), side="right")) if tails else len(ids)
-                parts.append(ids[:cut])
-                stream.pending = ids[cut:]
-            chunk = _distinct_sorted(np.concatenate(parts))
-            if emitted is not None:
-                chunk = chunk[chunk > emitted]
-            if len(chunk):
-                emitted = int(chunk[-1])
-                yield chunk
-
-
-def _distinct_sorted(runs: np.ndarray) -> np.ndarray:
-    """The distinct values of concatenated sorted runs, ascending."""
-    runs.sort(kind="stable")  # sorted runs: timsort merges them in linear time
-    fresh = np.ones(len(runs), dtype=bool)
-    fresh[1:] = runs[1:] != runs[:-1]
-    return runs[fresh]
-
-
-def _distinct_in_range(
-    parquets: list[pq.ParquetFile], entity: str, low: int, high: int
-) -> np.ndarray:
-    """Distinct entities low..high of files sorted by entity, reading only the row groups there."""
-
-    def read(parquet: pq.ParquetFile) -> np.ndarray:
-        groups = features.row_groups_holding(parquet, entity, (low, high))
-        ids = parquet.read_row_groups(groups, columns=[entity]).column(0).to_numpy()
-        return ids[(ids >= low) & (ids <= high)]
-
-    with ThreadPoolExecutor(max_workers=pa.cpu_count()) as pool:
-        return _distinct_sorted(np.concatenate(list(pool.map(read, parquets))))
-
-
-def _ids_at_ranks(
-    files: list[Path], entity: str, firsts: list[int], ends: np.ndarray, ranks: list[int]
-) -> dict[int, int]:
-    """The distinct entities at `ranks` (0-based, ascending order), given the chunks of one
-    pass of `_distinct_entities` (each chunk's first entity and the running count at its end).
-    """
-    parquets = [pq.ParquetFile(path) for path in files]
-    found: dict[int, int] = {}
-    for chunk in sorted({int(np.searchsorted(ends, rank, side="right")) for rank in ranks}):
-        high = firsts[chunk + 1] - 1 if chunk + 1 < len(firsts) else np.iinfo(np.int64).max
-        ids = _distinct_in_range(parquets, entity, firsts[chunk], int(high))
-        before = int(ends[chunk - 1]) if chunk else 0
-        for rank in ranks:
-            if before <= rank < ends[chunk]:
-                found[rank] = int(ids[rank - before])
+    parquet = pq.ParquetFile(path)
+    if not pa.types.is_signed_integer(parquet.schema_arrow.field(entity).type):
+        return None
+    at = parquet.schema_arrow.get_field_index(entity)
+    ranges = []
+    for index in range(parquet.metadata.num_row_groups):
+        group = parquet.metadata.row_group(index)
+        stats = group.column(at).statistics
+        if group.num_rows == 0:
+            continue
+        if stats is None or not stats.has_min_max or stats.null_count:
+            return None
+        ranges.append((stats.min, stats.max, group.num_rows))
+    found = np.array(ranges, dtype=np.int64).reshape(-1, 3)
+    if bool(np.any(found[1:, 0] <= found[:-1, 1])):
+        return None
     return found
 
 
-def _balanced_shards(
-    files: list[Path], entity: str, shard_rows: int, max_shards: int, batch_rows: int
-) -> list[dict[str, int]]:
-    """Split the window's distinct customers into equal ranges, as `np.array_split` would.
+def _customers_below(found: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Estimated distinct customers below each edge of the files' row groups.
 
-    One streaming pass counts them, noting where each chunk starts; then only the
-    chunks holding a shard's first or last customer are read again. Memory holds
-    two numbers per chunk, not the customers.
+    Between two consecutive edges each file holds customers at its row group's density
+    (rows over the span of ids it covers). Files are taken as independent draws of ids,
+    so a span of n ids held at densities d1, d2, ... holds n * (1 - prod(1 - d))
+    customers: exact for daily snapshots of dense ids, close under random churn.
     """
-    firsts: list[int] = []
-    counts: list[int] = []
-    for chunk in _distinct_entities(files, entity, batch_rows):
-        firsts.append(int(chunk[0]))
-        counts.append(len(chunk))
-    ends = np.cumsum(counts)
-    total = int(ends[-1]) if counts else 0
-    if total == 0:
+    edges = np.unique(np.concatenate([np.r_[ranges[:, 0], ranges[:, 1] + 1] for ranges in found]))
+    spans = np.diff(edges).astype(np.float64)
+    missed = np.ones(len(spans))
+    for ranges in found:
+        group = np.searchsorted(ranges[:, 0], edges[:-1], side="right") - 1
+        inside = (group >= 0) & (edges[:-1] <= ranges[np.maximum(group, 0), 1])
+        density = ranges[:, 2] / (ranges[:, 1] - ranges[:, 0] + 1)
+        missed *= 1 - np.where(inside, np.minimum(density[np.maximum(group, 0)], 1.0), 0.0)
+    return edges, np.r_[0.0, np.cumsum(spans * (1 - missed))]
+
+
+def _shards_from_statistics(
+    files: list[Path], entity: str, shard_rows: int, max_shards: int
+) -> list[dict[str, int]] | None:
+    """Ranges of customers cut from row-group statistics alone, without reading a row.
+
+    The distinct customers are estimated from the statistics (`_customers_below`): their
+    total sets the shard count, and the ranges hold equal parts of them. None when a
+    file's statistics cannot bound its customers.
+    """
+    found = [_entity_ranges(path, entity) for path in files]
+    if any(ranges is None for ranges in found):
+        return None
+    found = [ranges for ranges in found if len(ranges)]
+    if not found:
         return []
-    count = min(max_shards, max(1, math.ceil(total / shard_rows)))
-    sizes = [total // count + (1 if i < total % count else 0) for i in range(count)]
-    lasts = [int(end) - 1 for end in np.cumsum(sizes)]
-    starts = [0, *(last + 1 for last in lasts[:-1])]
-    ids = _ids_at_ranks(files, entity, firsts, ends, sorted({*starts, *lasts}))
+    edges, below = _customers_below(found)
+    total = below[-1]
+    count = min(max_shards, max(1, math.ceil(round(total) / shard_rows)))
+    cuts = np.floor(np.interp(total * np.arange(1, count) / count, below, edges))
+    least, greatest = int(edges[0]), int(edges[-1]) - 1
+    starts = [least, *sorted({int(cut) for cut in cuts if least < cut <= greatest})]
+    lasts = [start - 1 for start in starts[1:]] + [greatest]
     return [
-        {"index": i, "first": ids[start], "last": ids[last], "customers": size}
-        for i, (start, last, size) in enumerate(zip(starts, lasts, sizes, strict=True))
+        {"index": index, "first": first, "last": last}
+        for index, (first, last) in enumerate(zip(starts, lasts, strict=True))
     ]
 
 
 def _shards_in_memory(
     files: list[Path], entity: str, shard_rows: int, max_shards: int
 ) -> list[dict[str, int]]:
-    """The same split from every id in memory (for files not sorted by entity)."""
+    """Equal ranges of every distinct customer, read into memory (for files whose
+    statistics cannot bound their customers)."""
     ids = pc.unique(
         ds.dataset([str(f) for f in files], format="parquet").to_table(columns=[entity])[entity]
     ).sort()
     count = min(max_shards, max(1, math.ceil(len(ids) / shard_rows)))
     bounds = np.array_split(ids.to_numpy(), count)
     return [
-        {"index": i, "first": int(part[0]), "last": int(part[-1]), "customers": len(part)}
+        {"index": i, "first": int(part[0]), "last": int(part[-1])}
         for i, part in enumerate(bounds)
         if len(part)
     ]
@@ -251,11 +174,8 @@ def plan(settings: Settings, day: date, alias: str = promote.CHAMPION) -> Scorin
     if not files:
         raise NoFeaturesError(f"no validated features within {ttl} before {at.isoformat()}")
     entity, sizing = settings.dataset.entity, settings.scoring
-    try:
-        shards = _balanced_shards(
-            files, entity, sizing.shard_rows, sizing.max_shards, sizing.read_batch_rows
-        )
-    except _UnsortedFileError:  # validated files are sorted; count any other in memory
+    shards = _shards_from_statistics(files, entity, sizing.shard_rows, sizing.max_shards)
+    if shards is None:
         shards = _shards_in_memory(files, entity, sizing.shard_rows, sizing.max_shards)
     return ScoringPlan(
         day=day.isoformat(),
@@ -406,7 +326,10 @@ def predict(model: Any, rows: pa.Table) -> np.ndarray:
 
 
 def _constant(value: str, count: int) -> pa.Array:
-    return pa.repeat(pa.scalar(value, pa.string()), count)
+    """`value` on every row, as one dictionary entry (published as a plain string column)."""
+    return pa.DictionaryArray.from_arrays(
+        pa.array(np.zeros(count, dtype=np.int32)), pa.array([value], pa.string())
+    )
 
 
 def predictions_table(
@@ -430,11 +353,29 @@ def predictions_table(
 
 
 PREDICTIONS = "predictions"
-# The published bytes depend on the batches the writer is handed (its dictionary fallback
-# and page cuts happen per batch): each shard goes in batches of 128 Ki rows, as reading
-# a shard back has always produced them, so the same inputs keep giving the same file.
-PUBLISH_BATCH_ROWS = 131_072
 SHADOW_PREDICTIONS = "predictions_shadow"
+LINEAGE_COLUMNS = ["model_name", "model_version", "model_run_id", "scoring_run_id"]
+# The published bytes depend on the batches the writer is handed (page cuts happen per
+# batch): shards are staged in batches of 128 Ki rows, so the same inputs give the same file.
+STAGE_BATCH_ROWS = 131_072
+
+
+def _parquet_options(schema: pa.Schema, entity: str) -> dict[str, Any]:
+    """How a predictions file is encoded.
+
+    The lineage columns hold one value each: they are staged as dictionaries and the
+    writer takes those as they are. Without the Arrow schema in the file's metadata
+    readers get them back as plain strings (every other column's type is kept by
+    parquet's own logical types). Sorted integer keys are delta-encoded; scores and
+    feature timestamps are nearly all distinct, so a dictionary would only be dropped.
+    """
+    key = schema.field(entity).type
+    return {
+        "compression": "zstd",
+        "store_schema": False,
+        "use_dictionary": LINEAGE_COLUMNS,
+        "column_encoding": {entity: "DELTA_BINARY_PACKED"} if pa.types.is_integer(key) else None,
+    }
 
 
 def _staging_dir(settings: Settings, dataset: str, scoring: ScoringPlan) -> Path:
@@ -453,33 +394,22 @@ def _shard_file(settings: Settings, dataset: str, scoring: ScoringPlan, index: i
 def _write_shard(table: pa.Table, target: Path) -> None:
     """Write a shard aside, fsync it, then rename it into place.
 
-    Arrow IPC (LZ4) rather than parquet: only `publish` reads it, and it needs
-    no parquet encoding and decoding on the way.
+    Uncompressed Arrow IPC rather than parquet: only `publish` reads it, memory-mapped,
+    with no decoding on the way (its lineage columns are dictionaries: a few bytes).
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     aside = target.with_name(f".{target.name}.tmp")
-    # One buffer compressed at a time: threads would make the memory peak vary run to run.
-    options = pa.ipc.IpcWriteOptions(compression="lz4", use_threads=False)
-    with (
-        pa.OSFile(str(aside), "wb") as sink,
-        pa.ipc.new_file(sink, table.schema, options=options) as writer,
-    ):
-        writer.write_table(table)
+    with pa.OSFile(str(aside), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table.combine_chunks(), max_chunksize=STAGE_BATCH_ROWS)
     with open(aside, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(aside, target)
 
 
-def _shard_schema(path: Path) -> pa.Schema:
-    with pa.OSFile(str(path)) as source:
-        return pa.ipc.open_file(source).schema
-
-
 def _read_shard(path: Path) -> pa.Table:
-    """A staged shard, in batches of `PUBLISH_BATCH_ROWS` rows."""
-    with pa.OSFile(str(path)) as source:
-        table = pa.ipc.open_file(source).read_all().combine_chunks()
-    return pa.Table.from_batches(table.to_batches(PUBLISH_BATCH_ROWS), table.schema)
+    """A staged shard, memory-mapped: its pages are read as the writer encodes them."""
+    with pa.memory_map(str(path)) as source:
+        return pa.ipc.open_file(source).read_all()
 
 
 def score_shard(
@@ -512,7 +442,9 @@ def publish(settings: Settings, scoring: ScoringPlan, dataset: str = PREDICTIONS
     target = partition(settings, dataset, date.fromisoformat(scoring.day))
     joined = staging / "joined.parquet"
     rows = 0
-    with pq.ParquetWriter(joined, _shard_schema(shard_files[0]), compression="zstd") as writer:
+    schema = _read_shard(shard_files[0]).schema
+    options = _parquet_options(schema, settings.dataset.entity)
+    with pq.ParquetWriter(joined, schema, **options) as writer:
         for path in shard_files:
             table = _read_shard(path)
             writer.write_table(table)

@@ -136,7 +136,6 @@ class ScoringSettings(_Section):
     threshold: float = Field(default=0.3, gt=0.0, lt=1.0)
     shard_rows: int = Field(default=250_000, ge=1)
     max_shards: int = Field(default=32, ge=1)
-    read_batch_rows: int = Field(default=65_536, ge=1_024)
     shadow: bool = True
 
 

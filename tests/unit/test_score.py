@@ -74,9 +74,11 @@ def test_shard_count_follows_data_size_and_settings(
     plan = score.plan(load_settings(), DAY)
 
     assert len(plan.shards) == expected
-    assert sum(shard["customers"] for shard in plan.shards) == world.synthetic.customers
     for before, after in zip(plan.shards, plan.shards[1:], strict=False):
-        assert before["last"] < after["first"]
+        assert before["last"] + 1 == after["first"]
+    customers = synthetic.activity(world.synthetic, DAY)["customer_id"]
+    assert plan.shards[0]["first"] <= customers.min()
+    assert plan.shards[-1]["last"] >= customers.max()
     assert plan.model_version == "1" and plan.as_of == score.as_of(DAY).isoformat()
 
 
@@ -249,20 +251,105 @@ def test_latest_rows_equal_the_latest_of_the_window(tmp_path, in_time_order):
     )
 
 
-def test_balanced_shards_in_one_pass_equal_the_split_in_memory(tmp_path):
-    # Given sorted files whose customers overlap only in part
+@pytest.mark.parametrize("a_later_older_row", [False, True])
+def test_older_row_groups_beaten_by_the_newest_file_are_not_read_and_change_nothing(
+    tmp_path, a_later_older_row
+):
+    # Given a newest day holding customers 1..6 once each, and an older day in row groups
+    # of two: 1-2 (older rows), 3-4 (customer 4's row later than the newest day's, or not)
+    # and 7-8 (customers the newest day lacks)
+    start, end = _at(1, 0), _at(4, 0)
+    older = _sorted_day(
+        tmp_path / "d2" / "part-0.parquet",
+        [
+            (1, _at(2, 1), 10),
+            (2, _at(2, 2), 20),
+            (3, _at(2, 3), 30),
+            (4, _at(3, 9) if a_later_older_row else _at(2, 6), 40),
+            (7, _at(2, 4), 70),
+            (8, _at(2, 5), 80),
+        ],
+    )
+    newest = _sorted_day(
+        tmp_path / "d3" / "part-0.parquet",
+        [(customer, _at(3, 1 + customer), customer * 10 + 1) for customer in range(1, 7)],
+    )
+    files = [older, newest]
+    later = features._window_keys(
+        pq.ParquetFile(newest), "customer_id", "event_timestamp", start, end, None, False
+    )
+
+    # Then the statistics prove beaten only the groups every row of which loses
+    losing = features._losing_groups(
+        pq.ParquetFile(older), "customer_id", "event_timestamp", [0, 1, 2], None, later
+    )
+    assert losing == ({0} if a_later_older_row else {0, 1})
+
+    # And the latest rows are those of the whole window all the same
+    expected = features.latest_per_entity(
+        features.window_rows(files, "customer_id", "event_timestamp", ["sessions"], start, end),
+        "customer_id",
+        "event_timestamp",
+    )
+    for entities in (None, (1, 4), (2, 7)):
+        latest = features.latest_rows(
+            files, "customer_id", "event_timestamp", ["sessions"], start, end, entities
+        )
+        wanted = expected
+        if entities is not None:
+            ids = expected.column("customer_id")
+            wanted = expected.filter(
+                pc.and_(pc.greater_equal(ids, entities[0]), pc.less_equal(ids, entities[1]))
+            )
+        assert latest.to_pylist() == wanted.to_pylist()
+    fourth = 40 if a_later_older_row else 41
+    assert [row["sessions"] for row in expected.to_pylist()] == [11, 21, 31, fourth, 51, 61, 70, 80]
+
+
+def _sorted_files(tmp_path: Path, days: int, row_group_rows: int) -> list[Path]:
+    """Files sorted by customer whose customers overlap only in part."""
     rng = np.random.default_rng(7)
     files = []
-    for day in range(3):
+    for day in range(days):
         ids = np.sort(rng.choice(5_000, size=2_000, replace=False)) + 10**6
         path = tmp_path / f"d{day}" / "part-0.parquet"
         path.parent.mkdir(parents=True)
-        pq.write_table(pa.table({"customer_id": ids}), path, row_group_size=128)
+        pq.write_table(pa.table({"customer_id": ids}), path, row_group_size=row_group_rows)
         files.append(path)
+    return files
 
-    for shard_rows, max_shards in ((500, 32), (1_000, 3), (10_000, 32), (1, 7)):
-        # When the shards are cut from a streaming count in small chunks
-        streamed = score._balanced_shards(files, "customer_id", shard_rows, max_shards, 100)
 
-        # Then they are the ranges np.array_split gives on every distinct customer
-        assert streamed == score._shards_in_memory(files, "customer_id", shard_rows, max_shards)
+@pytest.mark.parametrize(("shard_rows", "max_shards"), [(500, 32), (1_000, 3), (10_000, 32)])
+def test_shards_from_statistics_cover_every_customer_once_in_even_parts(
+    tmp_path, shard_rows, max_shards
+):
+    files = _sorted_files(tmp_path, days=3, row_group_rows=128)
+    customers = pc.unique(
+        pa.concat_arrays([pq.read_table(f)["customer_id"].combine_chunks() for f in files])
+    ).to_numpy()
+
+    # When the shards are cut from the files' row-group statistics alone
+    shards = score._shards_from_statistics(files, "customer_id", shard_rows, max_shards)
+
+    # Then they are as many as the in-memory split, each customer is in exactly one,
+    # and no shard is off an even share by more than a row group's worth of customers
+    assert len(shards) == len(score._shards_in_memory(files, "customer_id", shard_rows, max_shards))
+    counts = [int(((customers >= s["first"]) & (customers <= s["last"])).sum()) for s in shards]
+    assert sum(counts) == len(customers)
+    assert [s["index"] for s in shards] == list(range(len(shards)))
+    even = len(customers) / len(shards)
+    assert all(abs(count - even) <= 128 * 3 for count in counts)
+
+
+def test_files_whose_statistics_cannot_bound_customers_are_split_in_memory(tmp_path):
+    # Given a file that is not sorted by customer (row groups overlap)
+    path = tmp_path / "part-0.parquet"
+    ids = np.random.default_rng(3).permutation(1_000) + 10**6
+    pq.write_table(pa.table({"customer_id": ids}), path, row_group_size=100)
+
+    # Then statistics give no split, and the one in memory has equal parts
+    assert score._shards_from_statistics([path], "customer_id", 250, 32) is None
+    shards = score._shards_in_memory([path], "customer_id", 250, 32)
+    assert [(s["first"], s["last"]) for s in shards] == [
+        (10**6 + 250 * i, 10**6 + 250 * i + 249) for i in range(4)
+    ]
