@@ -25,10 +25,11 @@ just before it):
 * ``ours`` (one Airflow worker running the whole night): ``score.plan(settings, D)``,
   then ``score.score_shard`` for every shard sequentially in that process, then
   ``score.publish``. ``wall_s`` covers plan + shards + publish; ``rows_per_s`` is
-  customers / wall. The process scores the night twice: the first, ``cold``, also pays
+  customers / wall. The process scores the night several times: the first, ``cold``, pays
   its one-off costs (the MLflow store's schema check, lazy imports, thread pools) and is
-  reported as ``cold_wall_s``; the second is the timed one, as the ceiling times its
-  calls after a warm-up call. ``ours_cold_vs_ceiling`` is the ratio of the first.
+  reported as ``cold_wall_s``; then ``CEILING_REPEATS`` more nights are timed and the
+  median one reported, as the ceiling times its calls after a warm-up call.
+  ``ours_cold_vs_ceiling`` is the ratio of the cold night.
 * ``ours_per_shard_process`` (mapped Airflow task instances): the same plan, each shard
   and the publish each in its own fresh process (the plan goes through JSON, like
   XCom). ``max_shard_peak_rss_mb`` is the largest peak of a shard process: the figure that
@@ -50,8 +51,8 @@ Then a ``compare`` child checks the scores agree (ours vs ceiling vs stock, by c
 Targets (printed and in the JSON under ``targets``): ``ours_vs_ceiling`` (ours rows/s over
 the ceiling's) >= 0.5; ``ours_vs_stock`` >= 5; ours' peak RSS <= 1.5 GiB (1536 MiB), and
 neither it nor the per-shard peak higher at a larger customer count (within
-``FLAT_TOLERANCE`` of RSS noise; the peaks of Arrow's memory pool, which are
-deterministic, of ours and of a shard process within ``ARROW_FLAT_TOLERANCE``). For that
+``FLAT_TOLERANCE`` of RSS noise; the peaks of Arrow's memory pool, which vary far less,
+of ours and of a shard process within ``ARROW_FLAT_TOLERANCE``). For that
 last check every run stores its summary beside its cache, and the JSON lists the peaks of
 every size measured under the same state root (``peak_rss_by_customers``); run e.g.::
 
@@ -108,9 +109,11 @@ OURS_VS_CEILING_MIN = 0.5
 OURS_VS_STOCK_MIN = 5.0
 PEAK_RSS_BUDGET_MB = 1536.0
 # "No higher": RSS peaks of identical shard processes vary by ~7% (allocator, read-ahead
-# timing), so RSS gets 10% of slack; Arrow's pool peak is deterministic and gets 1%.
+# timing), so RSS gets 10% of slack. Arrow's pool peak moves by up to ~4% (38.6-40.2 MiB
+# for the same shard: parquet decodes columns on threads, so allocations overlap by timing)
+# and gets 5%; a shard whose memory grew with the customer base would be 3x at 3M.
 FLAT_TOLERANCE = 0.10
-ARROW_FLAT_TOLERANCE = 0.01
+ARROW_FLAT_TOLERANCE = 0.05
 POLL_S = 0.25
 PREIMPORTS = (
     "feast",
@@ -336,11 +339,12 @@ def _night(settings: Any, day: date) -> dict[str, Any]:
 
 
 def _child_ours(result_file: Path) -> None:
-    """Two nights of the same date in one process, as one Airflow worker would run them.
+    """Nights of the same date in one process, as one Airflow worker would run them.
 
     The first (``cold``) also pays the process's one-off costs: the MLflow store's schema
-    check, lazy imports, thread pools. The second is timed, like the ceiling's calls after
-    its warm-up call; it re-scores the date, replacing the first night's partition.
+    check, lazy imports, thread pools. Then ``CEILING_REPEATS`` nights are timed and the
+    median one reported, as the ceiling times its calls after a warm-up call; each
+    re-scores the date, replacing the previous night's partition.
     """
     from pipelines.settings import load_settings
 
@@ -348,7 +352,11 @@ def _child_ours(result_file: Path) -> None:
     settings = load_settings()
     day = _scored_day(settings)
     cold = _night(settings, day)
-    timed = _night(settings, day)
+    nights = [_night(settings, day) for _ in range(CEILING_REPEATS)]
+    timed = sorted(nights, key=lambda night: night["wall_s"])[(len(nights) - 1) // 2]
+    timed["nights_wall_s"] = [round(night["wall_s"], 3) for night in nights]
+    timed["peak_rss_mb"] = peak_rss_mb()
+    timed["arrow_pool_peak_mb"] = _arrow_peak_mb()
     timed["cold"] = {
         key: cold[key] for key in ("wall_s", "plan_s", "shard_s", "publish_s", "peak_rss_mb")
     }
@@ -790,7 +798,8 @@ def run(
                 f"({_rate(customers, run_ours['wall_s'])} rows/s), {run_ours['shards']} shards, "
                 f"peak RSS {run_ours['peak_rss_mb']} MiB (before {run_ours['rss_before_mb']}, "
                 f"Arrow pool {run_ours['arrow_pool_peak_mb']}); plan {run_ours['plan_s']} s, "
-                f"shards {run_ours['shard_s']} s, publish {run_ours['publish_s']} s; "
+                f"shards {run_ours['shard_s']} s, publish {run_ours['publish_s']} s "
+                f"(nights {run_ours['nights_wall_s']} s); "
                 f"cold first night {cold['wall_s']:.2f} s (plan {cold['plan_s']} s, "
                 f"shards {cold['shard_s']} s, publish {cold['publish_s']} s)",
                 flush=True,
