@@ -195,6 +195,30 @@ def _at(day: int, hour: int) -> datetime:
     return datetime(2026, 1, day, hour, tzinfo=UTC)
 
 
+def _assert_latest_rows_are_the_windows(
+    files: list[Path], start: datetime, end: datetime, ranges: list[tuple[int, int] | None]
+) -> list[int]:
+    """Check `latest_rows` against the latest of the whole window for each customer range;
+    return every customer's latest `sessions`."""
+    expected = features.latest_per_entity(
+        features.window_rows(files, "customer_id", "event_timestamp", ["sessions"], start, end),
+        "customer_id",
+        "event_timestamp",
+    )
+    for entities in ranges:
+        latest = features.latest_rows(
+            files, "customer_id", "event_timestamp", ["sessions"], start, end, entities
+        )
+        wanted = expected
+        if entities is not None:
+            ids = expected.column("customer_id")
+            wanted = expected.filter(
+                pc.and_(pc.greater_equal(ids, entities[0]), pc.less_equal(ids, entities[1]))
+            )
+        assert latest.to_pylist() == wanted.to_pylist()
+    return [row["sessions"] for row in expected.to_pylist()]
+
+
 @pytest.mark.parametrize("in_time_order", [True, False])
 def test_latest_rows_equal_the_latest_of_the_window(tmp_path, in_time_order):
     # Given sorted daily files: a customer missing from the newest day, one only before the
@@ -219,11 +243,6 @@ def test_latest_rows_equal_the_latest_of_the_window(tmp_path, in_time_order):
             ],
         ),
     ]
-    expected = features.latest_per_entity(
-        features.window_rows(files, "customer_id", "event_timestamp", ["sessions"], start, end),
-        "customer_id",
-        "event_timestamp",
-    )
     keys = [
         features._window_keys(
             pq.ParquetFile(f), "customer_id", "event_timestamp", start, end, None, False
@@ -232,23 +251,10 @@ def test_latest_rows_equal_the_latest_of_the_window(tmp_path, in_time_order):
     ]
     assert features._in_time_order(keys) is in_time_order
 
-    for entities in (None, (2, 6), (3, 3)):
-        # When the latest rows are picked from keys, then decoded
-        latest = features.latest_rows(
-            files, "customer_id", "event_timestamp", ["sessions"], start, end, entities
-        )
-
-        # Then they are the latest row of each customer in the window, ties to the later file
-        wanted = expected
-        if entities is not None:
-            ids = expected.column("customer_id")
-            wanted = expected.filter(
-                pc.and_(pc.greater_equal(ids, entities[0]), pc.less_equal(ids, entities[1]))
-            )
-        assert latest.to_pylist() == wanted.to_pylist()
-    assert [row["sessions"] for row in expected.to_pylist()] == (
-        [12, 21, 32, 61] if in_time_order else [11, 21, 32, 61]
-    )
+    # When the latest rows are picked from keys, then decoded, they are the latest row of
+    # each customer in the window, ties to the later file
+    sessions = _assert_latest_rows_are_the_windows(files, start, end, [None, (2, 6), (3, 3)])
+    assert sessions == ([12, 21, 32, 61] if in_time_order else [11, 21, 32, 61])
 
 
 @pytest.mark.parametrize("a_later_older_row", [False, True])
@@ -286,24 +292,9 @@ def test_older_row_groups_beaten_by_the_newest_file_are_not_read_and_change_noth
     assert losing == ({0} if a_later_older_row else {0, 1})
 
     # And the latest rows are those of the whole window all the same
-    expected = features.latest_per_entity(
-        features.window_rows(files, "customer_id", "event_timestamp", ["sessions"], start, end),
-        "customer_id",
-        "event_timestamp",
-    )
-    for entities in (None, (1, 4), (2, 7)):
-        latest = features.latest_rows(
-            files, "customer_id", "event_timestamp", ["sessions"], start, end, entities
-        )
-        wanted = expected
-        if entities is not None:
-            ids = expected.column("customer_id")
-            wanted = expected.filter(
-                pc.and_(pc.greater_equal(ids, entities[0]), pc.less_equal(ids, entities[1]))
-            )
-        assert latest.to_pylist() == wanted.to_pylist()
+    sessions = _assert_latest_rows_are_the_windows(files, start, end, [None, (1, 4), (2, 7)])
     fourth = 40 if a_later_older_row else 41
-    assert [row["sessions"] for row in expected.to_pylist()] == [11, 21, 31, fourth, 51, 61, 70, 80]
+    assert sessions == [11, 21, 31, fourth, 51, 61, 70, 80]
 
 
 def _sorted_files(tmp_path: Path, days: int, row_group_rows: int) -> list[Path]:
