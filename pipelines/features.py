@@ -221,20 +221,34 @@ def _utc64(moment: datetime) -> np.datetime64:
     return np.datetime64(moment.astimezone(UTC).replace(tzinfo=None), "us")
 
 
+def _group_stamp_bounds(
+    parquet: pq.ParquetFile, timestamp: str, row_groups: list[int]
+) -> list[tuple[np.datetime64, np.datetime64] | None]:
+    """Each row group's least and greatest timestamp from its statistics; None where they
+    cannot bound it (not a UTC timestamp, no statistics, or nulls)."""
+    schema = parquet.schema_arrow
+    kind = schema.field(timestamp).type
+    exact = pa.types.is_timestamp(kind) and kind.tz is not None and kind.unit != "ns"
+    if not exact:  # statistics of nanoseconds come back truncated
+        return [None] * len(row_groups)
+    at, metadata = schema.get_field_index(timestamp), parquet.metadata
+    found: list[tuple[np.datetime64, np.datetime64] | None] = []
+    for index in row_groups:
+        stats = metadata.row_group(index).column(at).statistics
+        known = stats is not None and stats.has_min_max and stats.null_count == 0
+        found.append((_utc64(stats.min), _utc64(stats.max)) if known else None)
+    return found
+
+
 def _stamp_bounds(
     parquet: pq.ParquetFile, timestamp: str, row_groups: list[int]
 ) -> tuple[np.datetime64, np.datetime64] | None:
     """The least and greatest timestamp of these row groups from their statistics, if
     every one has them (UTC timestamps without nulls); None otherwise."""
-    kind = parquet.schema_arrow.field(timestamp).type
-    exact = pa.types.is_timestamp(kind) and kind.tz is not None and kind.unit != "ns"
-    if not (exact and row_groups):  # statistics of nanoseconds come back truncated
+    found = _group_stamp_bounds(parquet, timestamp, row_groups)
+    if not found or any(bounds is None for bounds in found):
         return None
-    at = parquet.schema_arrow.get_field_index(timestamp)
-    found = [parquet.metadata.row_group(index).column(at).statistics for index in row_groups]
-    if any(s is None or not s.has_min_max or s.null_count != 0 for s in found):
-        return None
-    return min(_utc64(s.min) for s in found), max(_utc64(s.max) for s in found)
+    return min(bounds[0] for bounds in found), max(bounds[1] for bounds in found)
 
 
 def _losing_groups(
@@ -258,11 +272,12 @@ def _losing_groups(
     schema = parquet.schema_arrow
     if not pa.types.is_integer(schema.field(entity).type):
         return set()
-    at = schema.get_field_index(entity)
+    at, metadata = schema.get_field_index(entity), parquet.metadata
     losing = set()
-    for index in row_groups:
-        stamps = _stamp_bounds(parquet, timestamp, [index])
-        stats = parquet.metadata.row_group(index).column(at).statistics
+    for index, stamps in zip(
+        row_groups, _group_stamp_bounds(parquet, timestamp, row_groups), strict=True
+    ):
+        stats = metadata.row_group(index).column(at).statistics
         if stamps is None or stamps[1] > later.earliest:
             continue
         if stats is None or not stats.has_min_max or stats.null_count:
@@ -413,6 +428,7 @@ def latest_rows(
     start: datetime,
     end: datetime,
     entities: tuple[int, int] | None = None,
+    text_as_dictionary: bool = False,
 ) -> pa.Table:
     """Latest row per entity among rows with start <= timestamp <= end.
 
@@ -423,10 +439,16 @@ def latest_rows(
     of older row groups that the statistics prove beaten by the newest file are not read.
     Validated files, sorted by entity with one row per entity and day, are resolved
     without sorting the window; other files by one sort of its keys.
+    `text_as_dictionary` returns the text columns dictionary-encoded, as parquet stores
+    them, rather than one string per row.
     """
     if not files:
         return pa.table({})
-    parquets = [pq.ParquetFile(path) for path in files]
+    text = []
+    if text_as_dictionary:
+        schema = pq.read_schema(files[-1])
+        text = [name for name in columns if pa.types.is_string(schema.field(name).type)]
+    parquets = [pq.ParquetFile(path, read_dictionary=text) for path in files]
 
     def read_keys(
         chosen: list[pq.ParquetFile], stamps: bool, later: _WindowKeys | None = None

@@ -194,7 +194,10 @@ def plan(settings: Settings, day: date, alias: str = promote.CHAMPION) -> Scorin
 def shard_features(
     settings: Settings, scoring: ScoringPlan, first: int, last: int, columns: list[str]
 ) -> pa.Table:
-    """Point-in-time features of customers first..last: latest row with T - ttl <= ts <= T."""
+    """Point-in-time features of customers first..last: latest row with T - ttl <= ts <= T.
+
+    Text features come dictionary-encoded, as the files store them.
+    """
     names = settings.dataset
     at = datetime.fromisoformat(scoring.as_of)
     ttl = timedelta(seconds=scoring.feature_ttl_seconds)
@@ -206,6 +209,7 @@ def shard_features(
         at - ttl,
         at,
         entities=(first, last),
+        text_as_dictionary=True,
     )
 
 
@@ -292,6 +296,23 @@ def encoder_layout(model: Any) -> Layout | None:
     return layout
 
 
+def _codes(values: pa.ChunkedArray, categories: pa.Array) -> pa.ChunkedArray:
+    """Each value's index among the categories (null when unknown or missing).
+
+    A dictionary-encoded chunk looks up its few distinct values once, then takes
+    the codes of its indices.
+    """
+    if not pa.types.is_dictionary(values.type):
+        return pc.index_in(values, value_set=categories)
+    return pa.chunked_array(
+        [
+            pc.take(pc.index_in(chunk.dictionary, value_set=categories), chunk.indices)
+            for chunk in values.chunks
+        ],
+        pa.int32(),
+    )
+
+
 def encode(rows: pa.Table, layout: Layout) -> np.ndarray:
     """The encoder's output for `rows` straight from Arrow: the same float64 values.
 
@@ -304,9 +325,21 @@ def encode(rows: pa.Table, layout: Layout) -> np.ndarray:
     for index, (name, categories) in enumerate(layout):
         values = rows.column(name)
         if categories is not None:
-            values = pc.index_in(values, value_set=categories)
+            values = _codes(values, categories)
         matrix[index] = pc.cast(values, pa.float64(), safe=False).to_numpy()
     return matrix.T
+
+
+def _plain(rows: pa.Table) -> pa.Table:
+    """`rows` with dictionary-encoded columns decoded to their values."""
+    return pa.table(
+        {
+            name: pc.cast(column, column.type.value_type)
+            if pa.types.is_dictionary(column.type)
+            else column
+            for name, column in zip(rows.column_names, rows.columns, strict=True)
+        }
+    )
 
 
 def predict(model: Any, rows: pa.Table) -> np.ndarray:
@@ -321,7 +354,7 @@ def predict(model: Any, rows: pa.Table) -> np.ndarray:
         return np.empty(0)
     layout = encoder_layout(model)
     if layout is None:
-        return model.predict_proba(rows.to_pandas())[:, 1]
+        return model.predict_proba(_plain(rows).to_pandas())[:, 1]
     return model.steps[-1][1].predict_proba(encode(rows, layout))[:, 1]
 
 
@@ -332,21 +365,35 @@ def _constant(value: str, count: int) -> pa.Array:
     )
 
 
-def predictions_table(
-    settings: Settings, scoring: ScoringPlan, rows: pa.Table, scores: np.ndarray
-) -> pa.Table:
-    """The published columns: keys, score, decision and lineage."""
-    names, out = settings.dataset, settings.scoring
-    count = rows.num_rows
+def staged_table(settings: Settings, rows: pa.Table, scores: np.ndarray) -> pa.Table:
+    """What a shard stages: keys, scores as the model gives them, feature timestamps.
+
+    The rest of a published row follows from these and the plan (`predictions_table`).
+    """
+    names = settings.dataset
     return pa.table(
         {
             names.entity: rows.column(names.entity),
-            out.score_column: pa.array(scores.astype(np.float64)),
-            out.predicted_label_column: pa.array(scores >= out.threshold),
+            settings.scoring.score_column: pa.array(scores),
+            "feature_timestamp": rows.column(names.timestamp),
+        }
+    )
+
+
+def predictions_table(settings: Settings, scoring: ScoringPlan, staged: pa.Table) -> pa.Table:
+    """The published columns of staged rows: keys, score, decision and lineage."""
+    names, out = settings.dataset, settings.scoring
+    count = staged.num_rows
+    scores = pc.cast(staged.column(out.score_column), pa.float64())
+    return pa.table(
+        {
+            names.entity: staged.column(names.entity),
+            out.score_column: scores,
+            out.predicted_label_column: pc.greater_equal(scores, out.threshold),
             "model_name": _constant(scoring.model_name, count),
             "model_version": _constant(scoring.model_version, count),
             "model_run_id": _constant(scoring.model_run_id, count),
-            "feature_timestamp": rows.column(names.timestamp),
+            "feature_timestamp": staged.column("feature_timestamp"),
             "scoring_run_id": _constant(scoring.scoring_run_id, count),
         }
     )
@@ -360,21 +407,26 @@ LINEAGE_COLUMNS = ["model_name", "model_version", "model_run_id", "scoring_run_i
 STAGE_BATCH_ROWS = 131_072
 
 
-def _parquet_options(schema: pa.Schema, entity: str) -> dict[str, Any]:
+def _parquet_options(settings: Settings, schema: pa.Schema) -> dict[str, Any]:
     """How a predictions file is encoded.
 
-    The lineage columns hold one value each: they are staged as dictionaries and the
+    The lineage columns hold one value each: they are built as dictionaries and the
     writer takes those as they are. Without the Arrow schema in the file's metadata
     readers get them back as plain strings (every other column's type is kept by
-    parquet's own logical types). Sorted integer keys are delta-encoded; scores and
-    feature timestamps are nearly all distinct, so a dictionary would only be dropped.
+    parquet's own logical types). Sorted integer keys are delta-encoded. Scores are
+    split into byte streams: a float32 probability widened to float64 leaves whole
+    streams of zeros, which compress to nothing. Scores and feature timestamps are
+    nearly all distinct, so a dictionary would only be dropped.
     """
-    key = schema.field(entity).type
+    entity = settings.dataset.entity
+    encodings = {settings.scoring.score_column: "BYTE_STREAM_SPLIT"}
+    if pa.types.is_integer(schema.field(entity).type):
+        encodings[entity] = "DELTA_BINARY_PACKED"
     return {
         "compression": "zstd",
         "store_schema": False,
         "use_dictionary": LINEAGE_COLUMNS,
-        "column_encoding": {entity: "DELTA_BINARY_PACKED"} if pa.types.is_integer(key) else None,
+        "column_encoding": encodings,
     }
 
 
@@ -395,7 +447,7 @@ def _write_shard(table: pa.Table, target: Path) -> None:
     """Write a shard aside, fsync it, then rename it into place.
 
     Uncompressed Arrow IPC rather than parquet: only `publish` reads it, memory-mapped,
-    with no decoding on the way (its lineage columns are dictionaries: a few bytes).
+    with no decoding on the way.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     aside = target.with_name(f".{target.name}.tmp")
@@ -420,7 +472,7 @@ def score_shard(
     columns = model_features(model)
     rows = shard_features(settings, scoring, shard["first"], shard["last"], columns)
     scores = predict(model, rows.select(columns))
-    table = predictions_table(settings, scoring, rows, scores)
+    table = staged_table(settings, rows, scores)
     target = _shard_file(settings, dataset, scoring, shard["index"])
     _write_shard(table, target)
     return {"index": shard["index"], "rows": table.num_rows, "path": str(target)}
@@ -442,11 +494,10 @@ def publish(settings: Settings, scoring: ScoringPlan, dataset: str = PREDICTIONS
     target = partition(settings, dataset, date.fromisoformat(scoring.day))
     joined = staging / "joined.parquet"
     rows = 0
-    schema = _read_shard(shard_files[0]).schema
-    options = _parquet_options(schema, settings.dataset.entity)
-    with pq.ParquetWriter(joined, schema, **options) as writer:
+    schema = predictions_table(settings, scoring, _read_shard(shard_files[0])).schema
+    with pq.ParquetWriter(joined, schema, **_parquet_options(settings, schema)) as writer:
         for path in shard_files:
-            table = _read_shard(path)
+            table = predictions_table(settings, scoring, _read_shard(path))
             writer.write_table(table)
             rows += table.num_rows
     with open(joined, "rb") as handle:

@@ -255,6 +255,19 @@ def test_latest_rows_picks_the_latest_row_per_entity_within_inclusive_bounds(two
     ]
 
 
+def test_latest_rows_can_return_text_dictionary_encoded(two_days):
+    files, start, end = two_days
+    columns = ["sessions", "plan"]
+    plain = features.latest_rows(files, "customer_id", "event_timestamp", columns, start, end)
+
+    encoded = features.latest_rows(
+        files, "customer_id", "event_timestamp", columns, start, end, text_as_dictionary=True
+    )
+
+    assert encoded.schema.field("plan").type == pa.dictionary(pa.int32(), pa.string())
+    assert encoded.to_pylist() == plain.to_pylist()
+
+
 def test_latest_rows_of_a_window_holding_one_row(two_days):
     files, _, _ = two_days
     at = _ts(1, 8)

@@ -164,6 +164,19 @@ def test_predict_equals_the_pipelines_predict_proba_on_the_same_rows(world):
     np.testing.assert_array_equal(fast, expected)
     assert np.isnan(score.encode(rows, score.encoder_layout(model))[:2, :2]).sum() == 2
 
+    # And so they are from text read dictionary-encoded, in chunks of different dictionaries
+    np.testing.assert_array_equal(score.predict(model, _text_as_dictionaries(rows)), expected)
+
+
+def _text_as_dictionaries(rows):
+    """`rows` with each text column dictionary-encoded in two chunks of their own dictionaries."""
+    for index, field in enumerate(rows.schema):
+        if pa.types.is_string(field.type):
+            values = rows.column(index).combine_chunks()
+            chunks = [values.slice(0, 20).dictionary_encode(), values.slice(20).dictionary_encode()]
+            rows = rows.set_column(index, field.name, pa.chunked_array(chunks))
+    return rows
+
 
 def test_a_model_of_another_shape_is_scored_as_a_whole(world):
     model = score.load_model(world, score.plan(world, DAY))
@@ -173,9 +186,9 @@ def test_a_model_of_another_shape_is_scored_as_a_whole(world):
     other = Pipeline([("encode", FunctionTransformer(encoder.transform)), ("classify", classifier)])
 
     assert score.encoder_layout(other) is None
-    np.testing.assert_array_equal(
-        score.predict(other, rows), other.predict_proba(rows.to_pandas())[:, 1]
-    )
+    expected = other.predict_proba(rows.to_pandas())[:, 1]
+    np.testing.assert_array_equal(score.predict(other, rows), expected)
+    np.testing.assert_array_equal(score.predict(other, _text_as_dictionaries(rows)), expected)
 
 
 def _sorted_day(path, rows: list[tuple[int, datetime, int]]) -> Path:
