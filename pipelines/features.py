@@ -186,7 +186,8 @@ class _WindowKeys:
     """A file's rows inside a window: their keys and where they lie among the rows read.
 
     `stamps` is None where the file's statistics prove every timestamp read inside
-    the window; `earliest` and `latest` then bound them from the statistics.
+    the window; `earliest` and `latest` then bound them from the statistics. `rows`
+    holds the rows read with every column asked for, when asked for.
     """
 
     row_groups: list[int]
@@ -196,6 +197,7 @@ class _WindowKeys:
     stamps: np.ndarray | None
     earliest: np.datetime64 | None
     latest: np.datetime64 | None
+    rows: pa.Table | None = None
 
 
 def row_groups_holding(
@@ -300,12 +302,14 @@ def _window_keys(
     entities: tuple[int, int] | None,
     stamps: bool,
     later: _WindowKeys | None = None,
+    columns: list[str] | None = None,
 ) -> _WindowKeys:
     """The keys of a file's rows with start <= timestamp <= end (and entities first..last).
 
     With `entities`, row groups whose statistics lie outside the range are not read;
     unless `stamps` is asked for, neither are timestamps the statistics prove inside.
     Given the keys of a `later` file, row groups whose rows all lose to it are not read.
+    `columns` are read along with the keys, in one pass, for rows likely to win.
     """
     row_groups = row_groups_holding(parquet, entity, entities)
     if later is not None:
@@ -318,11 +322,15 @@ def _window_keys(
         bounds = None  # some may lie outside the window: filter on the timestamps
     # The same filter expressions as window_rows, so bounds and nulls behave alike.
     if bounds is None:
-        keys = parquet.read_row_groups(row_groups, columns=[entity, timestamp])
+        key_columns = [entity, timestamp]
         where = _window_filter(entity, timestamp, start, end, entities)
     else:
-        keys = parquet.read_row_groups(row_groups, columns=[entity])
+        key_columns = [entity]
         where = _entity_filter(entity, entities)
+    rows = parquet.read_row_groups(
+        row_groups, columns=list(dict.fromkeys([*key_columns, *(columns or [])]))
+    )
+    keys = rows.select(key_columns)
     keys = keys.append_column(_ROW, pa.array(np.arange(keys.num_rows, dtype=np.int64)))
     inside = keys if where is None else keys.filter(where)
     read = None
@@ -337,6 +345,7 @@ def _window_keys(
         stamps=read,
         earliest=None if bounds is None else bounds[0],
         latest=None if bounds is None else bounds[1],
+        rows=None if columns is None else rows.select(columns),
     )
 
 
@@ -394,19 +403,26 @@ def _by_sorting(keys: list[_WindowKeys]) -> list[np.ndarray]:
 
 def _read_rows(
     parquet: pq.ParquetFile,
-    row_groups: list[int],
-    offsets: np.ndarray,
+    read: tuple[list[int], np.ndarray, pa.Table | None],
     won: np.ndarray,
     columns: list[str],
 ) -> pa.Table:
-    """Columns of a file's winning rows (ascending positions among the rows of `row_groups`,
-    which start at `offsets`), decoding only the row groups that hold them."""
+    """Columns of a file's winning rows (ascending positions among the rows of the row
+    groups its keys read, which start at the offsets): taken from the rows read along
+    with the keys, if any, else decoded from the row groups that hold them."""
+    row_groups, offsets, rows = read
+    if rows is not None:
+        return _rows_at(rows.select(columns), won)
     group = np.searchsorted(offsets, won, side="right") - 1
     needed = group[np.r_[True, group[1:] != group[:-1]]]  # `won` ascends, so does `group`
     sizes = np.diff(offsets)[needed]
     starts = np.concatenate([[0], np.cumsum(sizes)])
     table = parquet.read_row_groups([row_groups[i] for i in needed], columns=columns)
-    rows = won - offsets[group] + starts[np.searchsorted(needed, group)]
+    return _rows_at(table, won - offsets[group] + starts[np.searchsorted(needed, group)])
+
+
+def _rows_at(table: pa.Table, rows: np.ndarray) -> pa.Table:
+    """The table's rows at ascending positions: a slice when they are one run."""
     if rows[-1] - rows[0] + 1 == len(rows):  # one run of rows (a shard of a sorted file)
         return table.slice(rows[0], len(rows))
     return table.take(rows)
@@ -433,10 +449,11 @@ def latest_rows(
     """Latest row per entity among rows with start <= timestamp <= end.
 
     The same rows as `latest_per_entity(window_rows(...))`, ties going to the later
-    file, then the later row; but only the keys (entity, timestamp) of the window are
-    read to pick each entity's row, then only the row groups holding winners are
-    decoded in full (on a daily lake, all but a few come from the newest file). Keys
-    of older row groups that the statistics prove beaten by the newest file are not read.
+    file, then the later row. The newest file's rows are read whole (on a daily lake
+    they are all but a few of the winners); of older files only the keys (entity,
+    timestamp) are read to pick each entity's row, then only the row groups holding
+    winners are decoded in full. Keys of older row groups that the statistics prove
+    beaten by the newest file are not read.
     Validated files, sorted by entity with one row per entity and day, are resolved
     without sorting the window; other files by one sort of its keys.
     `text_as_dictionary` returns the text columns dictionary-encoded, as parquet stores
@@ -466,19 +483,26 @@ def latest_rows(
             )
 
     # The newest file first: older row groups whose rows all lose to it are not read.
-    newest = _window_keys(parquets[-1], entity, timestamp, start, end, entities, False)
-    keys = [*read_keys(parquets[:-1], stamps=False, later=newest), newest]
+    # Its rows are read whole along with its keys: in time order every one of them wins.
+    wanted = [entity, timestamp, *columns]
+
+    def newest(stamps: bool) -> _WindowKeys:
+        return _window_keys(
+            parquets[-1], entity, timestamp, start, end, entities, stamps, columns=wanted
+        )
+
+    latest = newest(stamps=False)
+    keys = [*read_keys(parquets[:-1], stamps=False, later=latest), latest]
     if _in_time_order(keys):
         winners = _last_file_first(keys)
     else:  # ordering by time needs every row's timestamp
-        keys = read_keys(parquets, stamps=True)
+        keys = [*read_keys(parquets[:-1], stamps=True), newest(stamps=True)]
         winners = _by_sorting(keys)
-    read = [(key.row_groups, key.offsets) for key in keys]
-    del keys  # the window's keys are done with: free them before decoding the winners
-    wanted = [entity, timestamp, *columns]
+    read = [(key.row_groups, key.offsets, key.rows) for key in keys]
+    del keys, latest  # the window's keys are done with: free them before decoding the winners
     parts = [
-        _read_rows(file, row_groups, offsets, won, wanted)
-        for file, (row_groups, offsets), won in zip(parquets, read, winners, strict=True)
+        _read_rows(file, where, won, wanted)
+        for file, where, won in zip(parquets, read, winners, strict=True)
         if len(won)
     ]
     if not parts:
