@@ -187,7 +187,8 @@ class _WindowKeys:
 
     `stamps` is None where the file's statistics prove every timestamp read inside
     the window; `earliest` and `latest` then bound them from the statistics. `rows`
-    holds the rows read with every column asked for, when asked for.
+    holds the rows read with every column asked for, when asked for. `ascending`:
+    each entity is held at most once, in order.
     """
 
     row_groups: list[int]
@@ -197,6 +198,7 @@ class _WindowKeys:
     stamps: np.ndarray | None
     earliest: np.datetime64 | None
     latest: np.datetime64 | None
+    ascending: bool
     rows: pa.Table | None = None
 
 
@@ -269,7 +271,7 @@ def _losing_groups(
     to the later file). On a daily lake that is every row group of an older day.
     """
     ids = later.entities
-    if later.earliest is None or len(ids) == 0 or bool(np.any(ids[1:] <= ids[:-1])):
+    if later.earliest is None or len(ids) == 0 or not later.ascending:
         return set()
     schema = parquet.schema_arrow
     if not pa.types.is_integer(schema.field(entity).type):
@@ -332,7 +334,8 @@ def _window_keys(
     )
     keys = rows.select(key_columns)
     keys = keys.append_column(_ROW, pa.array(np.arange(keys.num_rows, dtype=np.int64)))
-    inside = keys if where is None else keys.filter(where)
+    inside = keys if where is None or keys.num_rows == 0 else keys.filter(where)
+    ids = inside.column(entity).to_numpy()
     read = None
     if bounds is None:
         read = inside.column(timestamp).to_numpy()
@@ -341,10 +344,11 @@ def _window_keys(
         row_groups=row_groups,
         offsets=offsets,
         positions=inside.column(_ROW).to_numpy(),
-        entities=inside.column(entity).to_numpy(),
+        entities=ids,
         stamps=read,
         earliest=None if bounds is None else bounds[0],
         latest=None if bounds is None else bounds[1],
+        ascending=not bool(np.any(ids[1:] <= ids[:-1])),
         rows=None if columns is None else rows.select(columns),
     )
 
@@ -357,7 +361,7 @@ def _in_time_order(keys: list[_WindowKeys]) -> bool:
     for key in keys:
         if len(key.entities) == 0:
             continue
-        if bool(np.any(key.entities[1:] <= key.entities[:-1])):
+        if not key.ascending:
             return False
         if latest is not None and key.earliest < latest:
             return False
@@ -375,11 +379,11 @@ def _last_file_first(keys: list[_WindowKeys]) -> list[np.ndarray]:
     seen = np.empty(0, dtype=np.int64)
     for index in reversed(range(len(keys))):
         ids = keys[index].entities
-        if len(seen):
-            slot = np.minimum(np.searchsorted(seen, ids), len(seen) - 1)
-            fresh = seen[slot] != ids
-        else:
-            fresh = np.ones(len(ids), dtype=bool)
+        if not len(seen):  # the last file holding any: all of its rows win
+            won[index], seen = keys[index].positions, ids
+            continue
+        slot = np.minimum(np.searchsorted(seen, ids), len(seen) - 1)
+        fresh = seen[slot] != ids
         won[index] = keys[index].positions[fresh]
         if fresh.any():
             seen = np.concatenate([seen, ids[fresh]])
