@@ -12,27 +12,31 @@ Scores every customer with the MLflow `champion` for one night:
 4. **shadow**: if a `challenger` exists, scores it into `lake/predictions_shadow/`
    and logs its agreement with the champion to MLflow. Never fails the run.
 
-Runs when the `features` asset is updated (scoring that event's date), or by hand
-for any date given in the trigger form. Re-running a date replaces its partition.
+Each `features` event for a night starts exactly one run for that night: the run's
+**partition key**, shown beside it in the UI. By hand: trigger with the night as its
+partition key (`YYYY-MM-DD`). Re-running a night replaces its partition with the same
+bytes; `publish` alone can be cleared and re-run after it succeeded.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import (
     Asset,
     ExceptionRetryPolicy,
-    Param,
+    PartitionedAssetTimetable,
     RetryAction,
     RetryRule,
     dag,
     task,
 )
 
-FEATURES = Asset("features")
-PREDICTIONS = Asset("predictions")
+from pipelines import contracts
+
+FEATURES = Asset(contracts.FEATURES)
+PREDICTIONS = Asset(contracts.PREDICTIONS)
 
 
 def _alert_on_failure(context: Any) -> None:
@@ -43,21 +47,11 @@ def _alert_on_failure(context: Any) -> None:
 
 @dag(
     dag_id="batch_scoring",
-    schedule=[FEATURES],
-    start_date=datetime(2026, 1, 1, tzinfo=UTC),
-    catchup=False,
+    schedule=PartitionedAssetTimetable(assets=FEATURES),
     max_active_runs=1,
+    is_paused_upon_creation=False,
     doc_md=__doc__,
     tags=["scoring", "nightly"],
-    params={
-        "date": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            title="Night to score",
-            description="YYYY-MM-DD; empty: the date of the triggering `features` event.",
-        ),
-    },
     default_args={
         "owner": "ml-platform",
         "retries": 2,
@@ -66,12 +60,9 @@ def _alert_on_failure(context: Any) -> None:
         "retry_policy": ExceptionRetryPolicy(
             rules=[
                 RetryRule(
-                    exception=[
-                        "pipelines.errors.NoChampionError",
-                        "pipelines.errors.DataQualityError",
-                    ],
+                    exception=contracts.PERMANENT_ERROR,
                     action=RetryAction.FAIL,
-                    reason="no model or no features: retrying cannot help",
+                    reason="no model, no features or no shards: retrying cannot help",
                 )
             ]
         ),
@@ -80,14 +71,10 @@ def _alert_on_failure(context: Any) -> None:
 )
 def batch_scoring() -> None:
     @task
-    def plan(
-        params: dict[str, Any] | None = None,
-        triggering_asset_events: Any = None,
-        dag_run: Any = None,
-    ) -> dict[str, Any]:
+    def plan(partition_key: str | None = None) -> dict[str, Any]:
         from pipelines import jobs
 
-        return jobs.plan_scoring(params["date"], triggering_asset_events, dag_run.run_after)
+        return jobs.plan_scoring(partition_key)
 
     @task
     def shards(scoring: dict[str, Any]) -> list[dict[str, int]]:

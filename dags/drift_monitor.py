@@ -10,22 +10,35 @@ that scored it (the job reads only today's data and that profile):
 - predictions: PSI of today's scores against the holdout's;
 - realized performance of earlier predictions whose labels arrived today.
 
-Every night the metrics go to MLflow (`churn-drift`, one step per night) and a JSON
-and HTML report to `.state/reports/drift/date=YYYY-MM-DD/`. Past the alert level
-(too many drifted features, prediction drift, or a performance drop), it emits a
-`retrain_request` asset event with the reason, the drifted features and the date:
-at most one per cooldown window, and none while a `training` run is active.
+Each `predictions` event for a night starts exactly one run for that night (its
+**partition key**). Every night the metrics go to MLflow (`churn-drift`, one step per
+night) and a JSON and HTML report to `.state/reports/drift/date=YYYY-MM-DD/`. Past the
+alert level (too many drifted features, prediction drift, or a performance drop), it
+emits a `retrain_request` asset event with the reason, the drifted features and the
+night, and starts a `training` run with that reason: at most one per cooldown window,
+and none while a `training` run is active.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import Asset, Param, dag, task
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import (
+    Asset,
+    ExceptionRetryPolicy,
+    PartitionedAssetTimetable,
+    RetryAction,
+    RetryRule,
+    dag,
+    task,
+)
 
-PREDICTIONS = Asset("predictions")
-RETRAIN_REQUEST = Asset("retrain_request")
+from pipelines import contracts
+
+PREDICTIONS = Asset(contracts.PREDICTIONS)
+RETRAIN_REQUEST = Asset(contracts.RETRAIN_REQUEST)
 
 
 def _alert_on_failure(context: Any) -> None:
@@ -36,38 +49,33 @@ def _alert_on_failure(context: Any) -> None:
 
 @dag(
     dag_id="drift_monitor",
-    schedule=[PREDICTIONS],
-    start_date=datetime(2026, 1, 1, tzinfo=UTC),
-    catchup=False,
+    schedule=PartitionedAssetTimetable(assets=PREDICTIONS),
     max_active_runs=1,
+    is_paused_upon_creation=False,
     doc_md=__doc__,
     tags=["monitoring", "drift", "nightly"],
-    params={
-        "date": Param(
-            None,
-            type=["null", "string"],
-            format="date",
-            title="Night to check",
-            description="YYYY-MM-DD; empty: the date of the triggering `predictions` event.",
-        ),
-    },
     default_args={
         "owner": "ml-platform",
         "retries": 2,
         "retry_delay": timedelta(minutes=1),
+        "retry_policy": ExceptionRetryPolicy(
+            rules=[
+                RetryRule(
+                    exception=contracts.PERMANENT_ERROR,
+                    action=RetryAction.FAIL,
+                    reason="missing predictions, features or profile: retrying cannot help",
+                )
+            ]
+        ),
         "on_failure_callback": [_alert_on_failure],
     },
 )
 def drift_monitor() -> None:
     @task
-    def check(
-        params: dict[str, Any] | None = None,
-        triggering_asset_events: Any = None,
-        dag_run: Any = None,
-    ) -> dict[str, Any]:
+    def check(partition_key: str | None = None) -> dict[str, Any]:
         from pipelines import jobs
 
-        return jobs.check_drift(params["date"], triggering_asset_events, dag_run.run_after)
+        return jobs.check_drift(partition_key)
 
     @task.short_circuit(inlets=[RETRAIN_REQUEST])
     def needs_retraining(
@@ -75,17 +83,25 @@ def drift_monitor() -> None:
     ) -> dict[str, Any] | None:
         from pipelines import jobs
 
-        previous = list(inlet_events[RETRAIN_REQUEST])
-        last_day = previous[-1].extra.get("date") if previous else None
         active = ti.get_dr_count("training", states=["queued", "running"])
-        return jobs.retrain_request(report, last_day, active)
+        return jobs.retrain_request(report, inlet_events[RETRAIN_REQUEST], active)
 
     @task(outlets=[RETRAIN_REQUEST])
     def request_retraining(request: dict[str, Any], outlet_events: Any = None) -> dict[str, Any]:
         outlet_events[RETRAIN_REQUEST].extra = request
         return request
 
-    request_retraining(needs_retraining(check()))
+    # A partitioned event cannot trigger the (unpartitioned) weekly `training` DAG, so the
+    # request starts its run directly; one run id per night, so a re-run starts no second.
+    request = request_retraining(needs_retraining(check()))
+    TriggerDagRunOperator(
+        task_id="start_training",
+        trigger_dag_id="training",
+        trigger_run_id=contracts.RETRAIN_RUN_PREFIX + "{{ partition_key }}",
+        conf={"reason": request["reason"]},
+        logical_date=None,
+        skip_when_already_exists=True,
+    )
 
 
 drift_monitor()

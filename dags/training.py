@@ -16,20 +16,20 @@ Trains a candidate churn model and promotes it only if it is better and sound.
    **promote** (`champion` moves, emits `model_promoted`) or **reject** (the
    candidate becomes `challenger`, with the reason).
 
-Runs weekly or when a `retrain_request` asset event arrives, whichever comes
-first; the event's reason is recorded on the MLflow run. One run at a time.
-Trigger it by hand with the form's parameters.
+Runs weekly (Sundays 03:00 UTC; the first time on the Sunday after the DAG is deployed:
+deploying never starts a missed run), when `drift_monitor` requests retraining (its reason is recorded on the
+MLflow run and in the audit trail), or by hand with the form's parameters. One run
+at a time.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import (
     Asset,
-    AssetOrTimeSchedule,
     CronTriggerTimetable,
     ExceptionRetryPolicy,
     Param,
@@ -39,8 +39,9 @@ from airflow.sdk import (
     task,
 )
 
-RETRAIN_REQUEST = Asset("retrain_request")
-MODEL_PROMOTED = Asset("model_promoted")
+from pipelines import contracts
+
+MODEL_PROMOTED = Asset(contracts.MODEL_PROMOTED)
 
 _NON_NEGATIVE = {"type": "number", "minimum": 0}
 HYPERPARAMETER_SCHEMA = {
@@ -74,12 +75,16 @@ def _alert_on_failure(context: Any) -> None:
 
 @dag(
     dag_id="training",
-    schedule=AssetOrTimeSchedule(
-        timetable=CronTriggerTimetable("0 3 * * 0", timezone="UTC"), assets=RETRAIN_REQUEST
+    # No start date and no immediate run: the first weekly run is the next one after
+    # deployment, so deploying never starts a missed run that could promote a model at once.
+    schedule=CronTriggerTimetable(
+        contracts.WEEKLY_TRAINING_CRON,
+        timezone=contracts.SCHEDULE_TIMEZONE,
+        run_immediately=timedelta(0),
     ),
-    start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
+    is_paused_upon_creation=False,
     doc_md=__doc__,
     tags=["training", "registry"],
     params={
@@ -118,7 +123,7 @@ def _alert_on_failure(context: Any) -> None:
             "manual or scheduled retraining",
             type="string",
             minLength=3,
-            maxLength=500,
+            maxLength=contracts.MAX_REASON_CHARS,
             title="Reason",
             description="Why this model is trained; kept on the MLflow run and the audit trail.",
         ),
@@ -131,11 +136,7 @@ def _alert_on_failure(context: Any) -> None:
         "retry_policy": ExceptionRetryPolicy(
             rules=[
                 RetryRule(
-                    exception=[
-                        "pipelines.errors.DataQualityError",
-                        "pipelines.errors.ConfigurationError",
-                        "pipelines.errors.PromotionError",
-                    ],
+                    exception=contracts.PERMANENT_ERROR,
                     action=RetryAction.FAIL,
                     reason="a data, configuration or registry conflict needs a person",
                 )
@@ -147,15 +148,13 @@ def _alert_on_failure(context: Any) -> None:
 def training() -> None:
     @task
     def build_training_set(
-        params: dict[str, Any] | None = None,
-        dag_run: Any = None,
-        triggering_asset_events: Any = None,
+        params: dict[str, Any] | None = None, dag_run: Any = None
     ) -> dict[str, Any]:
         from pipelines import jobs
 
         return jobs.build_training_set(
             dag_run.run_after, params["training_start"], params["training_end"]
-        ) | {"reason": jobs.trigger_reason(params["reason"], triggering_asset_events)}
+        ) | {"reason": params["reason"]}
 
     @task
     def train(

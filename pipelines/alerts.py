@@ -27,6 +27,7 @@ class Alert:
     dag_id: str
     task_id: str
     run_id: str
+    partition_key: str | None
     logical_date: str | None
     try_number: int | None
     error: str
@@ -34,23 +35,25 @@ class Alert:
 
     def text(self) -> str:
         """One-paragraph message for chat or the log."""
+        night = f"night {self.partition_key}, " if self.partition_key else ""
         return (
-            f"[airflow] {self.dag_id}.{self.task_id} failed (run {self.run_id}, "
+            f"[airflow] {self.dag_id}.{self.task_id} failed ({night}run {self.run_id}, "
             f"try {self.try_number}): {self.error}"
         )
 
 
-def alert_from_context(context: Any) -> Alert:
-    """Build an alert from an Airflow task callback context."""
+def alert_from_context(context: Any, detail: str | None = None) -> Alert:
+    """Build an alert from an Airflow task callback context; `detail` replaces the error."""
     ti = context.get("ti") or context.get("task_instance")
     logical = context.get("logical_date")
     return Alert(
         dag_id=str(getattr(ti, "dag_id", context.get("dag_id", "?"))),
         task_id=str(getattr(ti, "task_id", "?")),
         run_id=str(getattr(ti, "run_id", context.get("run_id", "?"))),
+        partition_key=context.get("partition_key"),
         logical_date=logical.isoformat() if logical else None,
         try_number=getattr(ti, "try_number", None),
-        error=str(context.get("exception") or "unknown error"),
+        error=detail or str(context.get("exception") or "unknown error"),
         raised_at=datetime.now(UTC).isoformat(),
     )
 
@@ -75,6 +78,6 @@ def send(alert: Alert, settings: Settings) -> None:
         log.error("alert webhook %s failed: %s", url, error)
 
 
-def notify_failure(context: Any) -> None:
+def notify_failure(context: Any, detail: str | None = None) -> None:
     """Airflow `on_failure_callback`: raise the alert for a failed task."""
-    send(alert_from_context(context), load_settings())
+    send(alert_from_context(context, detail), load_settings())

@@ -83,7 +83,7 @@ def _run(args: argparse.Namespace) -> Any:
         case "publish":
             return jobs.publish_partition(args.day)
         case "materialize":
-            return jobs.materialize(*features.day_interval(args.day))
+            return jobs.materialize(args.day)
         case "apply":
             settings = load_settings()
             features.apply_repo(settings)

@@ -1,8 +1,8 @@
 """Errors the pipeline raises, split by whether retrying can help.
 
-Airflow's retry policy in each DAG keys on these classes: a `DataQualityError`
-fails the task at once (bad bytes do not fix themselves), a `NotLandedError`
-is retried with backoff (the partition may still arrive).
+Every DAG's retry policy fails a task at once on a `PermanentError` (the same
+inputs give the same error, so a retry only delays the alert); anything else, such
+as a `NotLandedError` or a lost connection, is retried with backoff.
 """
 
 
@@ -10,7 +10,11 @@ class PipelineError(Exception):
     """Base class of every error the pipeline raises on purpose."""
 
 
-class DataQualityError(PipelineError):
+class PermanentError(PipelineError):
+    """Retrying the same inputs cannot succeed: a person must change data, settings or state."""
+
+
+class DataQualityError(PermanentError):
     """The data is wrong; retrying the same bytes cannot succeed."""
 
 
@@ -22,21 +26,30 @@ class UnreadablePartitionError(DataQualityError):
     """A partition's file is corrupt or truncated and was quarantined."""
 
 
+class NoFeaturesError(DataQualityError):
+    """No validated features exist in the window a night would be scored from."""
+
+
 class NotLandedError(PipelineError):
     """The raw partition for the requested date has not landed (yet)."""
 
 
-class ConfigurationError(PipelineError):
+class ConfigurationError(PermanentError):
     """Settings or repository objects are inconsistent."""
 
 
-class PromotionError(PipelineError):
+class MissingPartitionKeyError(ConfigurationError):
+    """A nightly run was triggered without a valid partition key naming its night."""
+
+
+class PromotionError(PermanentError):
     """An alias could not be moved safely (e.g. the champion changed underneath)."""
 
 
-class NoChampionError(PipelineError):
+class NoChampionError(PermanentError):
     """Scoring was asked for, but no model holds the alias it scores with."""
 
 
-class NoFeaturesError(DataQualityError):
-    """No validated features exist in the window a night would be scored from."""
+class RerunError(PermanentError):
+    """A task was cleared alone, but the inputs it needs are gone: the message says what to
+    clear instead."""

@@ -103,10 +103,10 @@ def apply_repo(settings: Settings) -> Any:
 
 
 def materialization_window(
-    settings: Settings, interval_start: datetime, interval_end: datetime
+    settings: Settings, start: datetime, end: datetime
 ) -> tuple[datetime, datetime]:
-    """The window for a DAG run's data interval, widened at the start for late data."""
-    return interval_start - settings.feast.materialize_overlap, interval_end
+    """The window a night's [start, end) materializes, widened at the start for late rows."""
+    return start - settings.feast.materialize_overlap, end
 
 
 def partition_files(settings: Settings, start: datetime, end: datetime) -> list[Path]:
@@ -515,10 +515,36 @@ def latest_rows(
     return _by_entity(pa.concat_tables(parts), entity)
 
 
+def _not_older_than_online(
+    store: Any, view: Any, latest: pa.Table, entity: str, timestamp: str, batch_rows: int
+) -> pa.Table:
+    """The rows at least as new (to the second Feast reports) as their entity's online row."""
+    from feast.online_response import TIMESTAMP_POSTFIX
+
+    feature = view.features[0].name
+    ids = latest.column(entity).to_pylist()
+    online: list[int] = []
+    for offset in range(0, len(ids), batch_rows):
+        response = store.get_online_features(
+            features=[f"{view.name}:{feature}"],
+            entity_rows=[{entity: value} for value in ids[offset : offset + batch_rows]],
+        ).to_dict(include_event_timestamps=True)
+        online.extend(response[f"{feature}{TIMESTAMP_POSTFIX}"])
+    seconds = pc.cast(latest.column(timestamp), pa.timestamp("s", tz="UTC"), safe=False)
+    ours = pc.cast(seconds, pa.int64()).to_numpy(zero_copy_only=False)
+    return latest.filter(pa.array(ours >= np.asarray(online, dtype=np.int64)))
+
+
 def materialize_window(
     settings: Settings, start: datetime, end: datetime, store: Any | None = None
 ) -> MaterializationResult:
-    """Write the latest feature values of [start, end] into the online store."""
+    """Write the latest feature values of [start, end] into the online store.
+
+    A window older than one already materialized (a backfill, or a past night rerun)
+    writes only rows at least as new as the entity's online row, so the online store
+    always ends with each entity's newest values, whatever order nights run in (the
+    rule Feast's Redis store applies itself; its SQLite store keeps the last write).
+    """
     store = store or feature_store(settings)
     names = settings.dataset
     view = store.get_feature_view(names.feature_view)
@@ -527,6 +553,10 @@ def materialize_window(
     rows = window_rows(files, names.entity, names.timestamp, features, start, end)
     latest = latest_per_entity(rows, names.entity, names.timestamp)
     batch_rows = settings.feast.online_write_batch_rows
+    if any(materialized > end for _, materialized in view.materialization_intervals):
+        latest = _not_older_than_online(
+            store, view, latest, names.entity, names.timestamp, batch_rows
+        )
     for offset in range(0, latest.num_rows, batch_rows):
         chunk = latest.slice(offset, batch_rows).to_pandas()
         store.write_to_online_store(view.name, chunk)
@@ -544,7 +574,7 @@ def materialize_window(
 
 
 def day_interval(day: date) -> tuple[datetime, datetime]:
-    """The data interval [midnight, next midnight) of a calendar day, in UTC."""
+    """A night's span [midnight, next midnight), in UTC."""
     start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     return start, start + timedelta(days=1)
 

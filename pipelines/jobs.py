@@ -1,61 +1,95 @@
 """Entry points with plain, JSON-friendly arguments: what DAG tasks and the CLI call.
 
 Each job loads the settings from the environment, runs one stage, and returns
-a small dict or string that fits in an XCom.
+a small dict or string that fits in an XCom. A nightly job takes the night as the
+run's partition key (``YYYY-MM-DD``; the CLI passes a date).
+
+Stage modules are imported inside each job: every Airflow task is a fresh process,
+and a landing check should not pay for importing Feast, Great Expectations and
+XGBoost (several seconds) that only other tasks use.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import asdict
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-import pyarrow as pa
-
-from pipelines import features, lake, monitor, promote, score, synthetic, train, validate
+from pipelines import contracts
 from pipelines.errors import ConfigurationError
 from pipelines.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
 
 def _day(value: str | date | datetime) -> date:
+    """The night a job is about: a date, or a run's partition key (strict YYYY-MM-DD)."""
     if isinstance(value, datetime):
         return value.date()
     if isinstance(value, date):
         return value
-    return date.fromisoformat(value[:10])
+    return contracts.night(value)
 
 
-def _instant(value: str | datetime) -> datetime:
-    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+def raw_partition_in_lake(night: str | date | None) -> str:
+    """Where the night's raw partition lands, relative to the lake's root."""
+    from pipelines import lake
+
+    settings = load_settings()
+    path = lake.partition_file(settings.raw_root, settings.dataset.raw_dataset, _day(night))
+    return str(path.relative_to(settings.lake_root))
 
 
-def check_landed(day: str | date | datetime) -> str:
-    """Path of the day's landed raw partition; `NotLandedError` if it is not there."""
-    return str(validate.raw_partition(load_settings(), _day(day)))
+def landing_alert(night: str | None, error: BaseException | None) -> str | None:
+    """What the alert says when a night's partition never landed; None when the landing
+    check failed for another reason (then the error itself is the alert)."""
+    from airflow.sdk.exceptions import AirflowSensorTimeout, TaskDeferralTimeout
+
+    from pipelines import lake, validate
+
+    if not isinstance(error, AirflowSensorTimeout | TaskDeferralTimeout) or not night:
+        return None
+    settings = load_settings()
+    day = _day(night)
+    path = lake.partition_file(settings.raw_root, settings.dataset.raw_dataset, day)
+    waited = timedelta(seconds=settings.schedule.landing_timeout_seconds)
+    message = (
+        f"raw partition {settings.dataset.raw_dataset} date={day.isoformat()} has not landed "
+        f"within {waited}: expected {path}"
+    )
+    quarantined = validate.quarantine_result(settings, day)
+    if quarantined.exists():
+        message += f" (an earlier one was quarantined, see {quarantined}: land a corrected one)"
+    return message
 
 
-def validate_partition(day: str | date | datetime) -> dict[str, Any]:
-    """Run the validation gate on a day's raw partition (quarantines it on failure)."""
-    return asdict(validate.validate_partition(load_settings(), _day(day)))
+def validate_partition(night: str | date) -> dict[str, Any]:
+    """Run the validation gate on a night's raw partition (quarantines it on failure)."""
+    from pipelines import validate
+
+    return asdict(validate.validate_partition(load_settings(), _day(night)))
 
 
-def publish_partition(day: str | date | datetime) -> str:
-    """Publish a day's staged partition into the validated zone."""
-    return str(validate.publish_partition(load_settings(), _day(day)))
+def publish_partition(night: str | date) -> str:
+    """Publish a night's staged partition into the validated zone (again: a no-op)."""
+    from pipelines import validate
+
+    return str(validate.publish_partition(load_settings(), _day(night)))
 
 
-def materialize(interval_start: str | datetime, interval_end: str | datetime) -> dict[str, Any]:
-    """Apply the Feast repo, then materialize the run's window into the online store."""
+def materialize(night: str | date) -> dict[str, Any]:
+    """Apply the Feast repo, then materialize the night's window into the online store."""
+    from pipelines import features
+
     settings = load_settings()
     store = features.apply_repo(settings)
-    start, end = features.materialization_window(
-        settings, _instant(interval_start), _instant(interval_end)
-    )
+    start, end = features.materialization_window(settings, *features.day_interval(_day(night)))
     return asdict(features.materialize_window(settings, start, end, store))
 
 
@@ -65,6 +99,8 @@ def generate(
     fault: str | None = None,
 ) -> list[str]:
     """Land generated raw partitions; `fault` (a `synthetic.Fault` value) applies to each day."""
+    from pipelines import synthetic
+
     settings = load_settings()
     cfg = settings.synthetic
     first = _day(start) if start else cfg.start_date
@@ -88,6 +124,10 @@ def build_training_set(
     prediction_end: str | None = None,
 ) -> dict[str, Any]:
     """Labels known on `as_of` joined point-in-time with the feature service, validated, saved."""
+    import pyarrow as pa
+
+    from pipelines import features, lake, train, validate
+
     settings = load_settings()
     start = _day(prediction_start) if prediction_start else None
     end = _day(prediction_end) if prediction_end else None
@@ -117,11 +157,19 @@ def train_model(
     tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Train and register a candidate from a saved training set."""
+    import pandas as pd
+
+    from pipelines import train
+
     frame = pd.read_parquet(training_set_path)
     return asdict(train.train_and_register(load_settings(), frame, hyperparameters, tags))
 
 
 def _holdout(settings: Settings, training_set_path: str) -> pd.DataFrame:
+    import pandas as pd
+
+    from pipelines import train
+
     frame = pd.read_parquet(training_set_path)
     training = settings.training
     return train.split_by_time(
@@ -133,6 +181,8 @@ def evaluate_candidate(
     training_set_path: str, version: str, gate_overrides: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Gate the candidate against the champion on the training set's holdout days."""
+    from pipelines import promote
+
     settings = load_settings()
     holdout = _holdout(settings, training_set_path)
     return asdict(promote.evaluate(settings, version, holdout, gate_overrides))
@@ -140,6 +190,8 @@ def evaluate_candidate(
 
 def check_infra(training_set_path: str, version: str) -> dict[str, Any]:
     """Load the candidate from the registry in a fresh process and score holdout rows."""
+    from pipelines import promote
+
     settings = load_settings()
     sample = _holdout(settings, training_set_path).head(settings.gate.infra_check_rows)
     return asdict(promote.infra_check(settings, version, sample, settings.state_root / "infra"))
@@ -149,42 +201,57 @@ def promote_candidate(
     version: str, expected_champion: str | None, reason: str, actor: str, source: str = ""
 ) -> list[dict[str, Any]]:
     """Move `champion` to the candidate (the old one becomes `previous_champion`)."""
+    from pipelines import promote
+
     moves = promote.promote(load_settings(), version, expected_champion, reason, actor, source)
     return [asdict(move) for move in moves]
 
 
 def reject_candidate(version: str, reason: str, actor: str, source: str = "") -> dict[str, Any]:
     """Keep the champion; label the candidate `challenger` with the reason."""
+    from pipelines import promote
+
     return asdict(promote.reject(load_settings(), version, reason, actor, source))
+
+
+def rollback_target(to_version: str | None, run_id: str = "") -> dict[str, Any]:
+    """Decide a rollback once: the version to restore and the champion it replaces (the
+    Airflow run `run_id` keeps what it decided before, when it already moved an alias)."""
+    from pipelines import promote
+
+    return asdict(promote.rollback_target(load_settings(), to_version, run_id))
+
+
+def apply_rollback(
+    target: dict[str, Any], reason: str, actor: str, source: str = ""
+) -> list[dict[str, Any]]:
+    """Carry out a decided rollback; again, it only completes it (never a second rollback)."""
+    from pipelines import promote
+
+    decided = promote.RollbackTarget(**target)
+    moves = promote.apply_rollback(load_settings(), decided, reason, actor, source)
+    return [asdict(move) for move in moves]
 
 
 def rollback(
     to_version: str | None, reason: str, actor: str, source: str = ""
 ) -> list[dict[str, Any]]:
     """Restore a previous champion (default: `previous_champion`)."""
-    moves = promote.rollback(load_settings(), to_version, reason, actor, source)
-    return [asdict(move) for move in moves]
+    return apply_rollback(rollback_target(to_version), reason, actor, source)
 
 
 def registry_history() -> list[dict[str, Any]]:
     """The audit trail of every alias move, oldest first."""
+    from pipelines import promote
+
     return [asdict(move) for move in promote.history(load_settings())]
 
 
 def infra_check_here(version: str, sample_path: str) -> dict[str, Any]:
     """The infra check's scoring, in the current (fresh) process."""
+    from pipelines import promote
+
     return asdict(promote.score_sample_here(load_settings(), version, Path(sample_path)))
-
-
-def trigger_reason(default: str, triggering_asset_events: Any) -> str:
-    """The reason carried by the asset events that triggered the run, else `default`."""
-    reasons = [
-        str(event.extra["reason"])
-        for events in (triggering_asset_events or {}).values()
-        for event in events
-        if (event.extra or {}).get("reason")
-    ]
-    return "; ".join(reasons) or default
 
 
 def promotion_route(gate: dict[str, Any], infra: dict[str, Any]) -> str | list[str]:
@@ -226,40 +293,31 @@ def train_and_gate(
     return {"candidate": candidate, "gate": gate, "infra_check": infra, "outcome": outcome}
 
 
-def night(requested: str | None, triggering_asset_events: Any, run_after: datetime) -> date:
-    """The night a run is about: the form's date, else the latest date among its triggering
-    events, else the day before the run."""
-    if requested:
-        return _day(requested)
-    days = [
-        _day(str(event.extra["date"]))
-        for events in (triggering_asset_events or {}).values()
-        for event in events
-        if (event.extra or {}).get("date")
-    ]
-    return max(days) if days else _day(run_after) - timedelta(days=1)
-
-
-def plan_scoring(
-    requested: str | None, triggering_asset_events: Any, run_after: datetime
-) -> dict[str, Any]:
+def plan_scoring(night: str | date | None) -> dict[str, Any]:
     """Fix the champion version and the shards of a night's scoring."""
-    day = night(requested, triggering_asset_events, run_after)
-    return asdict(score.plan(load_settings(), day))
+    from pipelines import score
+
+    return asdict(score.plan(load_settings(), _day(night)))
 
 
 def score_shard(scoring: dict[str, Any], shard: dict[str, int]) -> dict[str, Any]:
     """Score one shard of a night with the planned model version."""
+    from pipelines import score
+
     return score.score_shard(load_settings(), score.ScoringPlan(**scoring), shard)
 
 
 def publish_predictions(scoring: dict[str, Any]) -> dict[str, Any]:
-    """Publish a night's scored shards as one partition, atomically."""
+    """Publish a night's scored shards as one partition, atomically (again: a no-op)."""
+    from pipelines import score
+
     return score.publish(load_settings(), score.ScoringPlan(**scoring))
 
 
 def shadow_score(scoring: dict[str, Any]) -> dict[str, Any]:
     """Shadow-score the challenger; a failure is reported, never raised."""
+    from pipelines import score
+
     settings = load_settings()
     try:
         return score.shadow_score(settings, score.ScoringPlan(**scoring))
@@ -268,22 +326,45 @@ def shadow_score(scoring: dict[str, Any]) -> dict[str, Any]:
         return {"status": "failed", "error": f"{type(error).__name__}: {error}"}
 
 
-def check_drift(
-    requested: str | None, triggering_asset_events: Any, run_after: datetime
-) -> dict[str, Any]:
+def check_drift(night: str | date | None) -> dict[str, Any]:
     """Check a scored night for drift; write its reports and log its metrics."""
+    from pipelines import monitor
+
     settings = load_settings()
-    report = monitor.check(settings, night(requested, triggering_asset_events, run_after))
+    report = monitor.check(settings, _day(night))
     page = monitor.write_report(settings, report)
     run_id = monitor.log_to_mlflow(settings, report)
     log.info("drift report of %s: %s", report.day, page)
     return asdict(report) | {"report_html": str(page), "mlflow_run_id": run_id}
 
 
+def _cooling_down(
+    day: date, earlier_requests: Iterable[Any], cooldown: timedelta, now: datetime
+) -> list[str]:
+    """Earlier requests (asset events: `extra["date"]`, `timestamp`) within the cooldown of
+    this night, on either side, or made within the cooldown of now."""
+    near = []
+    for event in earlier_requests:
+        night = (event.extra or {}).get("date")
+        if night and abs(day - _day(str(night))) < cooldown:
+            near.append(f"for {night}")
+        elif now - event.timestamp < cooldown:
+            near.append(f"at {event.timestamp:%Y-%m-%d %H:%M}")
+    return near
+
+
 def retrain_request(
-    report: dict[str, Any], last_request_day: str | None, active_training_runs: int
+    report: dict[str, Any],
+    earlier_requests: Iterable[Any],
+    active_training_runs: int,
+    now: datetime | None = None,
 ) -> dict[str, Any] | None:
-    """The `retrain_request` event's extra, or None (no alarm, cooling down, or training)."""
+    """The `retrain_request` event's extra, or None (no alarm, cooling down, or training).
+
+    At most one request per cooldown, judged on the nights of earlier requests (on both
+    sides: nights scored out of order request no more than nights in order) and on when
+    they were made (a backfill of many drifted nights requests once).
+    """
     if not report["alarm"]:
         return None
     day = _day(report["day"])
@@ -291,10 +372,9 @@ def retrain_request(
     if active_training_runs:
         log.info("drift alarm on %s: a training run is already active", day)
         return None
-    if last_request_day and day - _day(last_request_day) < cooldown:
-        log.info(
-            "drift alarm on %s: last request on %s, within %s", day, last_request_day, cooldown
-        )
+    near = _cooling_down(day, earlier_requests, cooldown, now or datetime.now(UTC))
+    if near:
+        log.info("drift alarm on %s: retraining requested %s, within %s", day, near, cooldown)
         return None
     # Per feature: PSI (numeric) or Jensen-Shannon (categorical), and the normed Wasserstein.
     drifted = {
@@ -305,8 +385,11 @@ def retrain_request(
         for f in report["features"]
         if f["level"] == "alert"
     }
+    reason = f"drift on {day.isoformat()}: {'; '.join(report['reasons'])}"
+    if len(reason) > contracts.MAX_REASON_CHARS:
+        reason = reason[: contracts.MAX_REASON_CHARS - 1] + "…"
     return {
-        "reason": f"drift on {day.isoformat()}: {'; '.join(report['reasons'])}",
+        "reason": reason,
         "date": day.isoformat(),
         "drifted_features": drifted,
         "prediction_psi": round(report["prediction_psi"], 4),

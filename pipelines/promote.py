@@ -388,24 +388,73 @@ def reject(
         return _move(settings, "reject", CHALLENGER, version, reason, actor, source)
 
 
+@dataclass(frozen=True)
+class RollbackTarget:
+    """A rollback decided once: `version` becomes champion in place of `replaces`."""
+
+    version: str
+    replaces: str | None
+
+
+def _rollback_moved_by(settings: Settings, run_id: str) -> RollbackTarget | None:
+    """The rollback an Airflow run already carried out (its champion move), if any."""
+    for move in history(settings):
+        moved_champion = move.action == "rollback" and move.alias == CHAMPION
+        if moved_champion and move.source == run_id and move.to_version is not None:
+            return RollbackTarget(version=move.to_version, replaces=move.from_version)
+    return None
+
+
+def rollback_target(settings: Settings, to_version: str | None, run_id: str = "") -> RollbackTarget:
+    """The version a rollback restores (default: `previous_champion`) and the one it replaces.
+
+    An Airflow run (`run_id`) that already moved the champion keeps the target it moved it
+    to: clearing the whole run never rolls back a second time.
+    """
+    decided = _rollback_moved_by(settings, run_id) if run_id else None
+    if decided is not None:
+        return decided
+    current = alias_version(settings, CHAMPION)
+    target = to_version or alias_version(settings, PREVIOUS_CHAMPION)
+    if target is None:
+        raise PromotionError("no previous champion to roll back to; name a version")
+    if target == current:
+        raise PromotionError(f"v{target} is already the champion")
+    _require_version(settings, target)
+    return RollbackTarget(version=target, replaces=current)
+
+
+def apply_rollback(
+    settings: Settings, target: RollbackTarget, reason: str, actor: str, source: str = ""
+) -> list[AliasMove]:
+    """Carry out a decided rollback; run again (after a crash, say) it only completes it."""
+    with registry_lock(settings):
+        current = alias_version(settings, CHAMPION)
+        if current not in (target.version, target.replaces):
+            raise PromotionError(
+                f"the champion moved to v{current} after the rollback to v{target.version} "
+                f"(replacing v{target.replaces}) was decided; decide the rollback again"
+            )
+        moves = []
+        if current != target.version:
+            moves.append(
+                _move(settings, "rollback", CHAMPION, target.version, reason, actor, source)
+            )
+        previous = alias_version(settings, PREVIOUS_CHAMPION)
+        if target.replaces is not None and previous != target.replaces:
+            moves.append(
+                _move(
+                    settings, "rollback", PREVIOUS_CHAMPION, target.replaces, reason, actor, source
+                )
+            )
+        return moves
+
+
 def rollback(
     settings: Settings, to_version: str | None, reason: str, actor: str, source: str = ""
 ) -> list[AliasMove]:
     """Restore a previous champion (by default `previous_champion`)."""
-    with registry_lock(settings):
-        current = alias_version(settings, CHAMPION)
-        target = to_version or alias_version(settings, PREVIOUS_CHAMPION)
-        if target is None:
-            raise PromotionError("no previous champion to roll back to; name a version")
-        if target == current:
-            raise PromotionError(f"v{target} is already the champion")
-        _require_version(settings, target)
-        moves = [_move(settings, "rollback", CHAMPION, target, reason, actor, source)]
-        if current is not None:
-            moves.append(
-                _move(settings, "rollback", PREVIOUS_CHAMPION, current, reason, actor, source)
-            )
-        return moves
+    return apply_rollback(settings, rollback_target(settings, to_version), reason, actor, source)
 
 
 def history(settings: Settings) -> list[AliasMove]:

@@ -14,6 +14,7 @@ Output is deterministic: the same features and model give byte-identical files.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 import shutil
@@ -30,8 +31,10 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from pipelines import features, lake, promote, tracking
-from pipelines.errors import NoChampionError, NoFeaturesError
+from pipelines.errors import NoChampionError, NoFeaturesError, RerunError
 from pipelines.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -488,10 +491,10 @@ def publish(settings: Settings, scoring: ScoringPlan, dataset: str = PREDICTIONS
     shard_files = [
         _shard_file(settings, dataset, scoring, shard["index"]) for shard in scoring.shards
     ]
+    target = partition(settings, dataset, date.fromisoformat(scoring.day))
     missing = [path.name for path in shard_files if not path.exists()]
     if missing:
-        raise FileNotFoundError(f"shards not scored for {scoring.day}: {missing}")
-    target = partition(settings, dataset, date.fromisoformat(scoring.day))
+        return _published_already(scoring, target, staging, missing)
     joined = staging / "joined.parquet"
     rows = 0
     schema = predictions_table(settings, scoring, _read_shard(shard_files[0])).schema
@@ -511,6 +514,28 @@ def publish(settings: Settings, scoring: ScoringPlan, dataset: str = PREDICTIONS
         "model_version": scoring.model_version,
         "rows": rows,
     }
+
+
+def _published_already(
+    scoring: ScoringPlan, target: Path, staging: Path, missing: list[str]
+) -> dict[str, Any]:
+    """What `publish` gives when it runs again after it succeeded (its shards are gone)."""
+    if target.exists():
+        published = pq.read_table(target, columns=["scoring_run_id"])
+        if published.num_rows and published.column(0)[0].as_py() == scoring.scoring_run_id:
+            log.info("%s is already published by this plan: nothing to do", target)
+            shutil.rmtree(staging, ignore_errors=True)  # shards a crashed re-run left
+            return {
+                "path": str(target),
+                "date": scoring.day,
+                "model_version": scoring.model_version,
+                "rows": published.num_rows,
+            }
+    raise RerunError(
+        f"the scored shards of {scoring.day} are gone ({len(missing)} missing, e.g. "
+        f"{missing[0]}) and {target} was not published by this plan: clear `plan` with its "
+        "downstream tasks (or trigger the night again), not `publish` alone"
+    )
 
 
 def agreement(settings: Settings, day: date) -> dict[str, float]:

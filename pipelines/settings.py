@@ -7,6 +7,7 @@ a variable name under a known section is an error, not a silent default.
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import date, timedelta
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipelines.contracts import ScheduleSettings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +48,7 @@ class SyntheticSettings(_Section):
     seed: int = 7
     customers: int = Field(default=5_000, ge=1)
     start_date: date = date(2026, 1, 1)
-    days: int = Field(default=48, ge=1)
+    days: int = Field(default=46, ge=1)
     label_delay_days: int = Field(default=30, ge=0)
     drift_start: date | None = None
     drift_features: tuple[str, ...] = ("usage_minutes", "sessions")
@@ -192,11 +195,15 @@ class MlflowSettings(_Section):
 
 
 class AirflowSettings(_Section):
-    """Airflow's executor and metadata database in the `production` profile.
+    """Airflow's executor and metadata database in the `production` profile, and its size.
 
     The `embedded` profile always runs the LocalExecutor on SQLite under the state root.
     """
 
+    # Task instances running at once: in `embedded`, the LocalExecutor's worker processes
+    # (empty: the machine's core count); in `production`, across all Celery workers (empty:
+    # Airflow's default).
+    parallelism: int | None = Field(default=None, ge=1)
     metadata_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/airflow"
     celery_broker_url: str = "redis://127.0.0.1:6379/0"
     celery_result_backend: str = "db+postgresql+psycopg2://postgres@127.0.0.1:5432/airflow"
@@ -216,6 +223,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MLOPS_",
         env_nested_delimiter="__",
+        env_ignore_empty=True,
         frozen=True,
         extra="forbid",
     )
@@ -223,6 +231,7 @@ class Settings(BaseSettings):
     profile: Profile = "embedded"
     project_root: Path = PROJECT_ROOT
     state_root: Path = PROJECT_ROOT / ".state"
+    schedule: ScheduleSettings = ScheduleSettings()
     dataset: DatasetSettings = DatasetSettings()
     synthetic: SyntheticSettings = SyntheticSettings()
     validation: ValidationSettings = ValidationSettings()
@@ -322,6 +331,10 @@ class Settings(BaseSettings):
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(
                 home / "simple_auth_manager_passwords.json"
             ),
+            # The lake as a filesystem connection: where `check_landed` looks for nights.
+            "AIRFLOW_CONN_LAKE": json.dumps(
+                {"conn_type": "fs", "extra": {"path": str(self.lake_root)}}
+            ),
             "PYTHONPATH": os.pathsep.join(
                 p for p in (str(self.project_root), os.environ.get("PYTHONPATH", "")) if p
             ),
@@ -329,19 +342,31 @@ class Settings(BaseSettings):
 
     def _airflow_executor_env(self) -> dict[str, str]:
         """Executor and metadata database of the settings' profile."""
+        parallelism = self.airflow.parallelism
         if self.profile == "embedded":
             database = self.airflow_home / "airflow.db"
             return {
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{database}",
+                "AIRFLOW__CORE__PARALLELISM": str(parallelism or usable_cores()),
+                # Four components and the tasks write to one SQLite file: wait up to 30 s
+                # for its lock (SQLite's default is 5) rather than fail a request.
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{database}?timeout=30",
             }
-        return {
+        sized = {"AIRFLOW__CORE__PARALLELISM": str(parallelism)} if parallelism else {}
+        return sized | {
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.airflow.metadata_url,
             "AIRFLOW__CELERY__BROKER_URL": self.airflow.celery_broker_url,
             "AIRFLOW__CELERY__RESULT_BACKEND": self.airflow.celery_result_backend,
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.airflow.worker_concurrency),
         }
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (a container's CPU set, not the host's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def load_settings() -> Settings:

@@ -3,8 +3,9 @@
 Each day lands one raw activity partition (one row per customer) and, once the
 label delay has passed, the churn labels of the day that many days before. The
 labels come from a hidden ground-truth function of that day's activity plus
-noise. Every value depends only on (seed, customer, day), so any day can be
-generated alone, in any order, and always yields the same bytes.
+noise. Every value depends only on (seed, customer, day offset from the start), so
+any day can be generated alone, in any order, and always yields the same bytes; a
+world started on another date is the same world moved in time.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ LABEL_SCHEMA = pa.schema(
     ]
 )
 _DAY_SECONDS = 86_400
+# The start whose day streams are the calendar's own ordinals (the default world's).
+_REFERENCE_START = date(2026, 1, 1)
 
 
 class Fault(StrEnum):
@@ -95,6 +98,11 @@ def _rng(seed: int, *stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, *stream])
 
 
+def _day_stream(cfg: SyntheticSettings, day: date) -> int:
+    """A day's random stream, by its offset from the world's start."""
+    return _REFERENCE_START.toordinal() + (day - cfg.start_date).days
+
+
 def customers(cfg: SyntheticSettings) -> Customers:
     """The customer base: the same for every day of one seed."""
     rng = _rng(cfg.seed, 0)
@@ -128,7 +136,7 @@ def activity(cfg: SyntheticSettings, day: date) -> pd.DataFrame:
         raise ValueError(f"drift_features names unknown numeric features: {sorted(unknown)}")
     base = customers(cfg)
     n = len(base.customer_id)
-    rng = _rng(cfg.seed, 1, day.toordinal())
+    rng = _rng(cfg.seed, 1, _day_stream(cfg, day))
     midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
     offsets = rng.integers(0, _DAY_SECONDS * 1_000_000, size=n)
 
@@ -207,7 +215,7 @@ def labels(cfg: SyntheticSettings, landing_day: date) -> pd.DataFrame:
         )
     frame = activity(cfg, labelled_day)
     probability = churn_probability(cfg, frame, labelled_day)
-    rng = _rng(cfg.seed, 2, labelled_day.toordinal())
+    rng = _rng(cfg.seed, 2, _day_stream(cfg, labelled_day))
     prediction_time = datetime.combine(labelled_day + timedelta(days=1), datetime.min.time(), UTC)
     available = datetime.combine(landing_day, datetime.min.time(), UTC)
     return pd.DataFrame(
@@ -220,9 +228,11 @@ def labels(cfg: SyntheticSettings, landing_day: date) -> pd.DataFrame:
     )
 
 
-def inject_fault(frame: pd.DataFrame, fault: Fault, day: date, seed: int) -> pd.DataFrame:
+def inject_fault(
+    frame: pd.DataFrame, fault: Fault, day: date, cfg: SyntheticSettings
+) -> pd.DataFrame:
     """A copy of `frame` with one defect; file-level faults are applied when landing."""
-    rng = _rng(seed, 3, day.toordinal())
+    rng = _rng(cfg.seed, 3, _day_stream(cfg, day))
     broken = frame.copy()
     some = rng.random(len(broken)) < 0.2
     some[0] = True
@@ -270,9 +280,7 @@ def land_day(settings: Settings, day: date, fault: Fault | None = None) -> Path 
     if fault is None or fault in (Fault.CORRUPT_FILE, Fault.NOT_LANDED):
         table = pa.Table.from_pandas(frame, schema=ACTIVITY_SCHEMA, preserve_index=False)
     else:
-        table = pa.Table.from_pandas(
-            inject_fault(frame, fault, day, cfg.seed), preserve_index=False
-        )
+        table = pa.Table.from_pandas(inject_fault(frame, fault, day, cfg), preserve_index=False)
         if "event_timestamp" in table.column_names:
             # Keep the landed unit (us) so only the injected fault differs from a clean day.
             index = table.schema.get_field_index("event_timestamp")

@@ -24,7 +24,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import lake
-from pipelines.errors import NotLandedError, UnreadablePartitionError, ValidationFailedError
+from pipelines.errors import (
+    DataQualityError,
+    NotLandedError,
+    RerunError,
+    UnreadablePartitionError,
+    ValidationFailedError,
+)
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,6 +66,13 @@ class ValidationOutcome:
 def raw_partition(settings: Settings, day: date) -> Path:
     """The landed raw file of a day, or a clear error if it never landed."""
     path = lake.partition_file(settings.raw_root, settings.dataset.raw_dataset, day)
+    quarantined = quarantine_result(settings, day)
+    if not path.exists() and quarantined.exists():
+        raise DataQualityError(
+            f"raw partition {settings.dataset.raw_dataset} date={day.isoformat()} failed "
+            f"validation and was quarantined (see {quarantined}): land a corrected partition, "
+            "then trigger the night again"
+        )
     if not path.exists():
         raise NotLandedError(
             f"raw partition {settings.dataset.raw_dataset} date={day.isoformat()} "
@@ -70,6 +83,11 @@ def raw_partition(settings: Settings, day: date) -> Path:
 
 def _staging_file(settings: Settings, day: date) -> Path:
     return lake.partition_file(settings.lake_root / STAGING_ZONE, settings.dataset.raw_dataset, day)
+
+
+def quarantine_result(settings: Settings, day: date) -> Path:
+    """The validation result of the night's latest quarantined partition (if one was)."""
+    return _quarantine_dir(settings, day) / lake.RESULT_FILE
 
 
 def _quarantine_dir(settings: Settings, day: date) -> Path:
@@ -256,11 +274,21 @@ def validate_partition(settings: Settings, day: date) -> ValidationOutcome:
 
 
 def publish_partition(settings: Settings, day: date) -> Path:
-    """Move a staged, validated partition into the validated zone (one atomic rename)."""
+    """Move a staged, validated partition into the validated zone (one atomic rename).
+
+    Run again after it succeeded (its staged file already moved), it finds the night
+    published and does nothing.
+    """
     staged = _staging_file(settings, day)
-    if not staged.exists():
-        raise FileNotFoundError(f"no staged partition to publish for {day.isoformat()}: {staged}")
     target = lake.partition_file(settings.validated_root, settings.dataset.raw_dataset, day)
+    if not staged.exists():
+        if target.exists():
+            log.info("%s is already published: nothing to do", target)
+            return target
+        raise RerunError(
+            f"nothing is staged for {day.isoformat()} and nothing is published: clear "
+            "`validate` with its downstream tasks (or trigger the night again), not `publish` alone"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staged, target)
     return target

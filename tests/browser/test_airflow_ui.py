@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
+from pipelines.orchestrator import API_SERVER, DAG_PROCESSOR, AirflowApi, LocalAirflow
 from pipelines.settings import load_settings
-from tests.airflow_processes import API_SERVER, DAG_PROCESSOR, Airflow, Api
 
 pytestmark = pytest.mark.browser
 
@@ -100,24 +100,24 @@ def page(tmp_path: Path) -> Iterator[Any]:
 
 
 @pytest.fixture
-def airflow_ui(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
+def airflow_ui(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AirflowApi]:
     """A real Airflow serving the project's DAGs, parsed; its REST API logged in as admin."""
     mlops_env = {"MLOPS_STATE_ROOT": str(tmp_path / "state")}
     for name, value in mlops_env.items():
         monkeypatch.setenv(name, value)
-    airflow = Airflow(
+    airflow = LocalAirflow(
         load_settings(),
         mlops_env,
         components={"api-server": API_SERVER, "dag-processor": DAG_PROCESSOR},
     )
-    api = Api(airflow)
+    api = AirflowApi(airflow)
     try:
         airflow.start()
         api.login()
         api.wait_until_parsed(_project_dag_ids())  # also: REST reports no import error
         yield api
     finally:
-        api.client.close()
+        api.close()
         survivors = airflow.stop()
     assert survivors == [], f"Airflow processes outlived stop(): {survivors}"
 
@@ -221,7 +221,7 @@ def test_airflow_ui_lists_the_dags_and_shows_the_training_trigger_form(page, air
         raise
 
 
-def _training_params(api: Api) -> dict[str, tuple[str, str | None, Any]]:
+def _training_params(api: AirflowApi) -> dict[str, tuple[str, str | None, Any]]:
     """The training DAG's Params as its form shows them: {name: (label, description, default)}.
 
     As the running Airflow parsed them from `dags/training.py`; the label is the title, else

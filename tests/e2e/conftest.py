@@ -1,32 +1,26 @@
-"""Whole DAGs through Airflow's `dag.test()` on the throwaway metadata database."""
+"""Worlds the end-to-end tests share, and DAGs run in this process through `dag.test()`."""
 
 from __future__ import annotations
 
 import pytest
 
-from pipelines import orchestrator
 from pipelines.settings import load_settings
+from tests.dag_runs import load_dag, migrate_metadata_db
 from tests.worlds import land_validated_history
 
 
 @pytest.fixture(scope="session")
 def airflow_db() -> None:
-    """Airflow's metadata database, migrated once per test session."""
-    orchestrator.migrate_metadata_db()
-
-
-@pytest.fixture(scope="session")
-def feature_dag(airflow_db):
-    """The `feature_pipeline` DAG as the scheduler would parse it."""
-    return orchestrator.load_dag(load_settings(), "feature_pipeline")
+    """Airflow's metadata database (of this process), migrated once per test session."""
+    migrate_metadata_db()
 
 
 @pytest.fixture(scope="module")
 def labelled_world(tmp_path_factory):
     """A state root with 45 validated days of 500 customers, so 15 days carry labels.
 
-    Partitions go straight into the validated zone: these tests are about training,
-    and the gate has its own tests.
+    Partitions go straight into the validated zone: these tests are about training
+    and scoring, and the gate has its own tests.
     """
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLOPS_STATE_ROOT", str(tmp_path_factory.mktemp("world") / "state"))
@@ -39,10 +33,10 @@ def labelled_world(tmp_path_factory):
 @pytest.fixture(scope="session")
 def training_dag(airflow_db):
     """The `training` DAG as the scheduler would parse it."""
-    return orchestrator.load_dag(load_settings(), "training")
+    return load_dag(load_settings(), "training")
 
 
 @pytest.fixture(scope="session")
 def rollback_dag(airflow_db):
     """The `model_rollback` DAG as the scheduler would parse it."""
-    return orchestrator.load_dag(load_settings(), "model_rollback")
+    return load_dag(load_settings(), "model_rollback")

@@ -1,15 +1,29 @@
-"""`batch_scoring` end to end: sharded, atomic, reproducible nightly predictions."""
+"""`batch_scoring` on a real scheduler: sharded, atomic, reproducible nightly predictions.
+
+One Airflow serves the module, on a labelled world with a champion (v1), a rejected
+challenger (v2) and three shards a night; each night is triggered by hand with the
+night as its partition key. `drift_monitor` is paused.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+import os
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import features, jobs, orchestrator, promote, score, tracking
+from pipelines import contracts, features, jobs, promote, score, tracking
 from pipelines.settings import load_settings
+from tests.airflow_runs import (
+    NO_SCHEDULE,
+    alerts,
+    asset_events,
+    clear_and_wait,
+    real_airflow,
+    run_night,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -17,34 +31,40 @@ NIGHTS = [date(2026, 2, 13), date(2026, 2, 14)]
 
 
 @pytest.fixture(scope="module")
-def scored_world(labelled_world, airflow_db):
-    """The labelled world with a champion (v1), a rejected challenger (v2), 3 shards a night."""
+def scoring(labelled_world):
+    """The labelled world with a champion (v1), a rejected challenger (v2), 3 shards a
+    night, and an Airflow to score it."""
     patch, _ = labelled_world
     patch.setenv("MLOPS_SCORING__SHARD_ROWS", "200")
+    for name, value in NO_SCHEDULE.items():
+        patch.setenv(name, value)
     first = jobs.train_and_gate(NIGHTS[-1], None, None, None, "first champion", "test")
     worse = jobs.train_and_gate(
         NIGHTS[-1], None, None, {"n_estimators": 1, "max_depth": 1}, "worse", "test"
     )
     assert first["outcome"][0]["to_version"] == "1" and worse["outcome"]["alias"] == "challenger"
-    return patch, load_settings()
-
-
-def _score(day: date, **conf):
-    dag = orchestrator.load_dag(load_settings(), "batch_scoring")
-    midnight = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
-    return orchestrator.run_dag(dag, midnight, {"date": day.isoformat(), **conf})
+    settings = load_settings()
+    env = {name: value for name, value in os.environ.items() if name.startswith("MLOPS_")}
+    with real_airflow(settings, env, paused=("drift_monitor",)) as api:
+        yield settings, api
 
 
 def _predictions(settings, day: date) -> pd.DataFrame:
     return pd.read_parquet(score.partition(settings, score.PREDICTIONS, day))
 
 
-def test_two_nights_publish_one_complete_partition_each(scored_world):
-    _, settings = scored_world
+def _rerun(api, run: dict, task_ids: list[str]) -> dict:
+    """Clear some tasks of a finished run (those alone) and wait for it to end again."""
+    return clear_and_wait(api, "batch_scoring", run["dag_run_id"], task_ids)
 
-    outcomes = [_score(day) for day in NIGHTS]
 
-    assert [o.state for o in outcomes] == ["success", "success"], outcomes
+def test_two_nights_publish_one_complete_partition_each(scoring):
+    settings, api = scoring
+
+    runs = [run_night(api, "batch_scoring", day) for day in NIGHTS]
+
+    assert [run["state"] for run, _ in runs] == ["success", "success"], runs
+    assert all(tasks[f"score_shard[{i}]"] == "success" for _, tasks in runs for i in range(3))
     for day in NIGHTS:
         frame = _predictions(settings, day)
         assert len(frame) == settings.synthetic.customers
@@ -52,12 +72,16 @@ def test_two_nights_publish_one_complete_partition_each(scored_world):
         assert frame[settings.scoring.score_column].between(0, 1).all()
         expected = frame[settings.scoring.score_column] >= settings.scoring.threshold
         assert (frame[settings.scoring.predicted_label_column] == expected).all()
+    # each night announces its predictions as that night's partition
+    events = asset_events(api, contracts.PREDICTIONS)
+    assert [e["partition_key"] for e in events] == [str(day) for day in NIGHTS]
+    assert [e["extra"]["rows"] for e in events] == [settings.synthetic.customers] * 2
     # no staging leftovers beside the partitions
     assert not [p for p in (settings.lake_root / "predictions").iterdir() if p.name.startswith(".")]
 
 
-def test_lineage_columns_name_the_model_and_the_features_used(scored_world):
-    _, settings = scored_world
+def test_lineage_columns_name_the_model_and_the_features_used(scoring):
+    settings, _ = scoring
     day = NIGHTS[-1]
     frame = _predictions(settings, day)
     client = tracking.mlflow_client(settings)
@@ -72,19 +96,20 @@ def test_lineage_columns_name_the_model_and_the_features_used(scored_world):
     assert frame["scoring_run_id"].nunique() == 1
 
 
-def test_rerunning_a_night_is_byte_identical(scored_world):
-    _, settings = scored_world
+def test_rerunning_a_night_is_byte_identical(scoring):
+    settings, api = scoring
     path = score.partition(settings, score.PREDICTIONS, NIGHTS[0])
     before = path.read_bytes()
 
-    assert _score(NIGHTS[0]).state == "success"
+    run, _ = run_night(api, "batch_scoring", NIGHTS[0])
 
+    assert run["state"] == "success"
     assert path.read_bytes() == before
 
 
-def test_scored_features_equal_what_feast_returns(scored_world):
+def test_scored_features_equal_what_feast_returns(scoring):
     # Given a sample of customers of the night
-    _, settings = scored_world
+    settings, _ = scoring
     day = NIGHTS[-1]
     plan = score.plan(settings, day)
     model = score.load_model(settings, plan)
@@ -124,36 +149,30 @@ def test_scored_features_equal_what_feast_returns(scored_world):
     )
 
 
-def test_an_alias_moved_mid_run_does_not_mix_versions(scored_world):
-    _, settings = scored_world
+def test_shards_cleared_after_the_alias_moved_still_score_with_the_planned_version(scoring):
+    settings, api = scoring
     day = NIGHTS[0]
-    dag = orchestrator.load_dag(settings, "batch_scoring")
-
-    def move_alias_after_planning(context, result=None):
-        promote.promote(settings, "2", "1", "moved mid-run by the test", "test")
-
-    # Given the champion moves from v1 to v2 right after the run planned its version
-    dag.get_task("plan").post_execute = move_alias_after_planning
-    midnight = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+    (run,) = [r for r in api.runs("batch_scoring") if r["partition_key"] == str(day)][-1:]
+    # Given the champion moved from v1 to v2 after the night was planned
+    promote.promote(settings, "2", "1", "moved mid-run by the test", "test")
     try:
-        outcome = orchestrator.run_dag(dag, midnight, {"date": day.isoformat()})
-        # Then every shard still scored with the version the run started with
-        assert outcome.state == "success"
-        assert promote.alias_version(settings, promote.CHAMPION) == "2"
+        # When the shards and the publish are cleared and run again
+        again = _rerun(api, run, ["score_shard", "publish"])
+
+        # Then every shard still scored with the version the run planned
+        assert again["state"] == "success"
         assert set(_predictions(settings, day)["model_version"]) == {"1"}
     finally:
         promote.rollback(settings, "1", "restore after the mid-run test", "test")
+        promote.reject(settings, "2", "challenger again", "test")
 
 
-def test_shadow_scoring_writes_its_output_and_agreement(scored_world):
-    _, settings = scored_world
+def test_shadow_scoring_writes_its_output_and_agreement(scoring):
+    settings, _ = scoring
     day = NIGHTS[-1]
-    promote.reject(settings, "2", "challenger for shadow scoring", "test")
 
-    outcome = _score(day)
-
-    assert outcome.tasks["shadow"] == "success"
     shadow = pd.read_parquet(score.partition(settings, score.SHADOW_PREDICTIONS, day))
+
     assert set(shadow["model_version"]) == {"2"} and len(shadow) == settings.synthetic.customers
     client = tracking.mlflow_client(settings)
     experiment = client.get_experiment_by_name(f"{settings.training.model_name}-shadow")
@@ -164,36 +183,74 @@ def test_shadow_scoring_writes_its_output_and_agreement(scored_world):
     assert -1 <= run.data.metrics["rank_correlation"] <= 1
 
 
-def test_a_shadow_failure_never_fails_the_main_scoring(scored_world, monkeypatch):
-    _, settings = scored_world
+def test_a_shadow_failure_never_fails_the_main_scoring(scoring):
+    settings, api = scoring
     day = NIGHTS[-1]
-    # Given shadow scoring that cannot write its output
+    # Given shadow scoring that cannot write its output (a file where its folder goes)
     shadow_dir = settings.lake_root / score.SHADOW_PREDICTIONS
-    monkeypatch.setattr(score, "SHADOW_PREDICTIONS", "predictions_shadow/../../../../../dev/null/x")
-    outcome = _score(day)
+    aside = shadow_dir.with_name("shadow-aside")
+    shadow_dir.rename(aside)
+    shadow_dir.write_text("in the way")
+    try:
+        run, tasks = run_night(api, "batch_scoring", day)
+    finally:
+        shadow_dir.unlink()
+        aside.rename(shadow_dir)
 
-    assert outcome.state == "success"
+    assert run["state"] == "success" and tasks["shadow"] == "success"
     assert score.partition(settings, score.PREDICTIONS, day).exists()
-    assert shadow_dir.exists()
 
 
-def test_no_champion_is_a_clear_error_and_writes_nothing(settings, airflow_db):
-    # Given features but no registered model
-    import pyarrow as pa
+def test_publish_cleared_alone_after_success_changes_nothing(scoring):
+    settings, api = scoring
+    day = NIGHTS[-1]
+    (run,) = [r for r in api.runs("batch_scoring") if r["partition_key"] == str(day)][-1:]
+    path = score.partition(settings, score.PREDICTIONS, day)
+    before = path.read_bytes()
 
-    from pipelines import lake, synthetic
+    again = _rerun(api, run, ["publish"])
 
-    day = date(2026, 1, 3)
-    frame = synthetic.activity(settings.synthetic, day)
-    lake.write_table_atomic(
-        pa.Table.from_pandas(frame, schema=synthetic.ACTIVITY_SCHEMA, preserve_index=False),
-        lake.partition_file(settings.validated_root, settings.dataset.raw_dataset, day),
-    )
-    features.apply_repo(settings)
+    assert again["state"] == "success"
+    assert path.read_bytes() == before
+    assert alerts(settings, day) == []
 
-    outcome = _score(day)
 
-    assert outcome.state == "failed" and outcome.tasks["plan"] == "failed"
-    assert not (settings.lake_root / score.PREDICTIONS).exists()
-    alert = settings.alerts_file.read_text()
-    assert "no 'champion' alias" in alert and alert.count("\n") == 1
+def test_publish_cleared_without_its_shards_says_which_task_to_clear(scoring):
+    settings, api = scoring
+    day = NIGHTS[0]
+    (run,) = [r for r in api.runs("batch_scoring") if r["partition_key"] == str(day)][-1:]
+    # Given the night's partition is gone, and so are the shards it was joined from
+    path = score.partition(settings, score.PREDICTIONS, day)
+    aside = path.with_name("kept-aside")
+    path.rename(aside)
+    try:
+        # When `publish` alone is cleared
+        _rerun(api, run, ["publish"])
+
+        # Then it fails at once, naming the task to clear instead (Airflow judges the run by
+        # its last task, `shadow`, which was not cleared: the run itself stays a success)
+        tries = {ti["task_id"]: ti for ti in api.task_instances("batch_scoring", run["dag_run_id"])}
+        assert tries["publish"]["state"] == "failed"
+        (raised,) = alerts(settings, day)
+        assert raised["task_id"] == "publish" and "clear `plan`" in raised["error"]
+        assert raised["try_number"] == tries["publish"]["try_number"]
+    finally:
+        aside.rename(path)
+
+
+def test_no_champion_is_a_clear_error_and_writes_nothing(scoring):
+    settings, api = scoring
+    day = date(2026, 2, 10)
+    client = tracking.mlflow_client(settings)
+    name = settings.training.model_name
+    # Given no model holds the champion alias
+    client.delete_registered_model_alias(name, promote.CHAMPION)
+    try:
+        run, tasks = run_night(api, "batch_scoring", day)
+    finally:
+        client.set_registered_model_alias(name, promote.CHAMPION, "1")
+
+    assert run["state"] == "failed" and tasks["plan"] == "failed"
+    assert not score.partition(settings, score.PREDICTIONS, day).exists()
+    (raised,) = alerts(settings, day)
+    assert "no 'champion' alias" in raised["error"] and raised["try_number"] == 1

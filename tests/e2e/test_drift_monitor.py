@@ -1,14 +1,20 @@
-"""`drift_monitor` end to end: drift found on the right features, one retrain request."""
+"""Drift monitoring on a scored world: drift found on the right features, one retrain
+request per cooldown, metrics as a time series, realized performance from late labels.
+
+The jobs `drift_monitor`'s tasks call, on 20 quiet and 3 drifted scored nights; the DAG
+itself (one run per `predictions` night, starting `training`) runs in the soak test.
+"""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime, timedelta
+from types import SimpleNamespace
 
 import pyarrow as pa
 import pytest
 
-from pipelines import jobs, lake, monitor, orchestrator, synthetic, tracking
+from pipelines import jobs, lake, monitor, synthetic, tracking
 from pipelines.settings import load_settings
 
 pytestmark = pytest.mark.e2e
@@ -18,14 +24,14 @@ DRIFT_START = date(2026, 2, 15)
 
 
 def _score_night(day: date) -> None:
-    plan = jobs.plan_scoring(day.isoformat(), None, datetime.now(UTC))
+    plan = jobs.plan_scoring(day)
     for shard in plan["shards"]:
         jobs.score_shard(plan, shard)
     jobs.publish_predictions(plan)
 
 
 @pytest.fixture(scope="module")
-def monitored_world(labelled_world, airflow_db):
+def monitored_world(labelled_world):
     """A champion, 20 scored nights without drift, and 3 scored nights with drift."""
     patch, _ = labelled_world
     jobs.train_and_gate(LAST_HISTORY_DAY, None, None, None, "champion", "test")
@@ -46,26 +52,6 @@ def monitored_world(labelled_world, airflow_db):
     return settings, quiet
 
 
-def _monitor(day: date):
-    dag = orchestrator.load_dag(load_settings(), "drift_monitor")
-    midnight = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
-    return orchestrator.run_dag(dag, midnight, {"date": day.isoformat()})
-
-
-def _retrain_requests() -> list[dict]:
-    from airflow.models.asset import AssetEvent, AssetModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        rows = (
-            session.query(AssetEvent)
-            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-            .filter(AssetModel.name == "retrain_request")
-            .order_by(AssetEvent.id)
-        )
-        return [row.extra for row in rows]
-
-
 def test_twenty_quiet_nights_raise_no_alarm(monitored_world):
     settings, quiet = monitored_world
 
@@ -78,11 +64,10 @@ def test_twenty_quiet_nights_raise_no_alarm(monitored_world):
 def test_injected_drift_is_found_on_the_right_features_and_requests_retraining(monitored_world):
     settings, _ = monitored_world
 
-    outcome = _monitor(DRIFT_START)
+    report = jobs.check_drift(DRIFT_START)
+    request = jobs.retrain_request(report, [], 0)
 
-    assert outcome.state == "success", outcome.tasks
-    assert outcome.tasks["request_retraining"] == "success"
-    (request,) = _retrain_requests()
+    assert request is not None
     assert request["date"] == DRIFT_START.isoformat()
     assert {"usage_minutes", "sessions"} <= set(request["drifted_features"])
     assert "drift on 2026-02-15" in request["reason"]
@@ -100,11 +85,11 @@ def test_the_cooldown_holds_under_repeated_alarms(monitored_world):
     settings, _ = monitored_world
     next_day = DRIFT_START + timedelta(days=1)
 
-    outcome = _monitor(next_day)
+    report = jobs.check_drift(next_day)
 
-    assert outcome.state == "success"
-    assert outcome.tasks["request_retraining"] == "skipped"
-    assert len(_retrain_requests()) == 1
+    assert report["alarm"]
+    earlier = SimpleNamespace(extra={"date": DRIFT_START.isoformat()}, timestamp=datetime.now(UTC))
+    assert jobs.retrain_request(report, [earlier], 0) is None
     assert json.loads((monitor.report_dir(settings, next_day) / "report.json").read_text())["alarm"]
 
 

@@ -22,11 +22,11 @@ WORSE = {"n_estimators": 1, "max_depth": 1}
 
 def _run(dag, conf=None):
     """Run a freshly parsed copy: in-process runs leave their conf in the Params."""
-    from pipelines import orchestrator
     from pipelines.settings import load_settings
+    from tests.dag_runs import load_dag, run_dag
 
-    fresh = orchestrator.load_dag(load_settings(), dag.dag_id)
-    return orchestrator.run_dag(fresh, LOGICAL_DATE, conf or {})
+    fresh = load_dag(load_settings(), dag.dag_id)
+    return run_dag(fresh, LOGICAL_DATE, conf or {})
 
 
 def _events(asset: str, run_id: str) -> list[dict]:

@@ -23,17 +23,18 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import features, jobs, lake, promote, score, tracking
-from pipelines.settings import Settings, load_settings
-from tests.airflow_processes import (
+from pipelines import contracts, features, jobs, lake, promote, score, tracking
+from pipelines.orchestrator import (
     API_SERVER,
     DAG_PROCESSOR,
     SCHEDULER,
-    Airflow,
-    Api,
+    AirflowApi,
+    LocalAirflow,
     free_port,
     wait_for,
 )
+from pipelines.settings import Settings, load_settings
+from tests.airflow_runs import NO_SCHEDULE
 from tests.integration.conftest import (
     database_url,
     delete_redis_keys,
@@ -142,6 +143,7 @@ def production_world(postgres, redis_server, tmp_path_factory) -> Iterator[World
     ):
         environment = {
             "MLOPS_PROFILE": "production",
+            **NO_SCHEDULE,  # the test scores one night by hand
             "MLOPS_STATE_ROOT": str(base / "state"),
             "MLOPS_SYNTHETIC__CUSTOMERS": str(CUSTOMERS),
             "MLOPS_SCORING__SHARD_ROWS": str(SHARD_ROWS),
@@ -228,13 +230,15 @@ def test_alias_moves_take_a_postgres_advisory_lock_across_sessions(production_wo
 
 
 @pytest.fixture
-def celery_airflow(production_world, redis_server) -> Iterator[tuple[Airflow, Api, str]]:
+def celery_airflow(
+    production_world, redis_server
+) -> Iterator[tuple[LocalAirflow, AirflowApi, str]]:
     """Airflow on the Postgres metadata DB: API server, scheduler, dag-processor and one
     Celery worker (concurrency 2) on a queue and Redis key prefix of this test's own."""
     queue = unique_name("queue")
     key_prefix = f"{queue}:"
     worker = ["celery", "worker", "--concurrency", "2", "--queues", queue, "--skip-serve-logs"]
-    airflow = Airflow(
+    airflow = LocalAirflow(
         production_world.settings,
         production_world.env,
         components={
@@ -248,13 +252,13 @@ def celery_airflow(production_world, redis_server) -> Iterator[tuple[Airflow, Ap
             "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": key_prefix,
         },
     )
-    api = Api(airflow)
+    api = AirflowApi(airflow)
     try:
         airflow.start()
         api.login()
         yield airflow, api, queue
     finally:
-        api.client.close()
+        api.close()
         survivors = airflow.stop()
         delete_redis_keys(redis_server, f"{key_prefix}*".encode())
         assert survivors == []
@@ -272,21 +276,14 @@ def test_celery_workers_run_the_mapped_shards_and_score_as_the_embedded_profile(
     api.wait_until_parsed(["batch_scoring"])
     api.call("PATCH", "/dags/batch_scoring", json={"is_paused": False})
 
-    # When a night is scored by hand
-    run = api.call(
-        "POST",
-        "/dags/batch_scoring/dagRuns",
-        json={"logical_date": None, "conf": {"date": SCORED_DAY.isoformat()}},
+    # When a night is scored by hand, keyed by its night
+    run = api.trigger("batch_scoring", contracts.partition_key(SCORED_DAY))
+    finished = api.wait_for_run(
+        "batch_scoring",
+        lambda runs: next((r for r in runs if r["dag_run_id"] == run["dag_run_id"]), None),
+        300,
     )
-
-    def finished() -> dict | None:
-        airflow.check_alive()
-        state = api.call("GET", f"/dags/batch_scoring/dagRuns/{run['dag_run_id']}")["state"]
-        if state == "failed":
-            pytest.fail(f"batch_scoring failed: {api.tasks('batch_scoring', run['dag_run_id'])}")
-        return state == "success"
-
-    wait_for("batch_scoring to finish", finished, 300, every=2)
+    assert finished["state"] == "success", api.tasks("batch_scoring", run["dag_run_id"])
 
     # Then every task, the three mapped shards included, ran on the Celery worker
     instances = api.task_instances("batch_scoring", run["dag_run_id"])

@@ -76,3 +76,33 @@ def test_alert_from_a_sparse_context_still_reads(context):
     alert = alerts.alert_from_context(context)
     assert alert.error == "unknown error"
     assert "failed" in alert.text()
+
+
+def test_a_night_that_never_landed_is_named_with_its_path(settings):
+    from airflow.sdk.exceptions import AirflowSensorTimeout
+
+    from pipelines import jobs
+
+    # When the landing check of a night times out, the alert names the night and the path
+    message = jobs.landing_alert("2026-01-05", AirflowSensorTimeout("timed out"))
+    assert "date=2026-01-05 has not landed within 6:00:00" in message
+    assert str(settings.raw_root / "activity" / "date=2026-01-05") in message
+    # ... and says so when an earlier partition of it was quarantined
+    quarantine = settings.quarantine_root / "activity" / "date=2026-01-05"
+    quarantine.mkdir(parents=True)
+    (quarantine / "validation_result.json").write_text("{}")
+    assert "quarantined" in jobs.landing_alert("2026-01-05", AirflowSensorTimeout("timed out"))
+    # Any other failure of the check is reported as itself
+    assert jobs.landing_alert("2026-01-05", PermissionError("denied")) is None
+    assert jobs.landing_alert(None, AirflowSensorTimeout("timed out")) is None
+
+
+def test_an_alert_names_the_night_of_its_run(settings):
+    context = _context("bad bytes") | {"partition_key": "2026-01-05"}
+
+    alerts.notify_failure(context)
+
+    (line,) = settings.alerts_file.read_text().splitlines()
+    alert = json.loads(line)
+    assert alert["partition_key"] == "2026-01-05"
+    assert "night 2026-01-05" in alerts.Alert(**alert).text()

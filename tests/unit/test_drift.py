@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import ks_2samp, wasserstein_distance
 
-from pipelines import drift, jobs
+from pipelines import contracts, drift, jobs
 from pipelines.settings import DriftSettings, load_settings
 
 # Profile-based normed Wasserstein vs scipy on raw rows, in reference standard deviations.
@@ -205,8 +208,16 @@ def _report(alarm: bool, day: str = "2026-02-15") -> dict:
     }
 
 
+NOW = datetime(2026, 2, 16, 3, tzinfo=UTC)
+
+
+def _request(night: str, made: datetime = NOW - timedelta(days=30)) -> SimpleNamespace:
+    """An earlier `retrain_request` asset event, as the task's inlet events give it."""
+    return SimpleNamespace(extra={"date": night}, timestamp=made)
+
+
 def test_retrain_request_carries_its_payload(settings):
-    request = jobs.retrain_request(_report(True), None, 0)
+    request = jobs.retrain_request(_report(True), [], 0)
 
     assert request == {
         "reason": "drift on 2026-02-15: 2 features drifted: x (0.4), y (0.3)",
@@ -224,7 +235,32 @@ def test_no_request_without_alarm_while_training_or_within_the_cooldown(settings
     monkeypatch.setenv("MLOPS_DRIFT__RETRAIN_COOLDOWN", "P7D")
     assert load_settings().drift.retrain_cooldown.days == 7
 
-    assert jobs.retrain_request(_report(False), None, 0) is None
-    assert jobs.retrain_request(_report(True), None, 1) is None
-    assert jobs.retrain_request(_report(True), "2026-02-10", 0) is None
-    assert jobs.retrain_request(_report(True), "2026-02-08", 0) is not None
+    assert jobs.retrain_request(_report(False), [], 0) is None
+    assert jobs.retrain_request(_report(True), [], 1) is None
+    assert jobs.retrain_request(_report(True), [_request("2026-02-10")], 0, NOW) is None
+    assert jobs.retrain_request(_report(True), [_request("2026-02-08")], 0, NOW) is not None
+
+
+def test_a_backfilled_night_requests_nothing_near_a_later_request(settings):
+    # Given retraining requested on a later night, a night scored out of order (a backfill)
+    # within the cooldown of it asks for none; one far from every request does
+    assert jobs.retrain_request(_report(True), [_request("2026-02-20")], 0, NOW) is None
+    far = [_request("2026-01-01"), _request("2026-03-01")]
+    assert jobs.retrain_request(_report(True), far, 0, NOW) is not None
+
+
+def test_a_backfill_of_drifted_nights_requests_retraining_once(settings):
+    # Given a request made an hour ago for a night months away (a backfill's first alarm)
+    earlier = [_request("2025-06-01", NOW - timedelta(hours=1))]
+
+    # Then no other night asks again within the cooldown of when that one was made
+    assert jobs.retrain_request(_report(True), earlier, 0, NOW) is None
+    assert jobs.retrain_request(_report(True), earlier, 0, NOW + timedelta(days=8)) is not None
+
+
+def test_a_long_reason_fits_the_training_form(settings):
+    report = _report(True) | {"reasons": ["x" * 2000]}
+
+    reason = jobs.retrain_request(report, [], 0)["reason"]
+
+    assert len(reason) == contracts.MAX_REASON_CHARS and reason.endswith("…")

@@ -348,6 +348,30 @@ def test_rerunning_a_window_is_harmless(lake_copy):
     assert len(before) == CUSTOMERS * 9
 
 
+def test_an_older_night_run_after_newer_ones_keeps_the_newest_values_online(lake_copy):
+    # Given all daily windows were materialized, the last day's values online
+    settings = lake_copy("out-of-order")
+    store = features.apply_repo(settings)
+    windows = daily_windows(settings)
+    for start, end in windows:
+        features.materialize_window(settings, start, end, store=store)
+    before = online_rows(settings)
+
+    # When the first night runs again (a backfill, or a rerun of a past night)
+    again = features.materialize_window(settings, *windows[0], store=store)
+
+    # Then nothing older replaces the newest values: the online store is unchanged
+    assert again.entities_written == 0 and again.rows_read == CUSTOMERS
+    assert online_rows(settings) == before
+    # And entities the store had never seen are written
+    with sqlite3.connect(settings.feast_root / "online_store.db") as connection:
+        table = f"{settings.feast.project}_{VIEW}"
+        keys = [row[0] for row in connection.execute(f'select distinct entity_key from "{table}"')]
+        connection.execute(f'delete from "{table}" where entity_key = ?', (keys[0],))
+    refilled = features.materialize_window(settings, *windows[0], store=store)
+    assert refilled.entities_written == 1
+
+
 def test_one_day_window_reads_only_the_partitions_of_that_window(lake_copy):
     # Given three published days
     settings = lake_copy("window")

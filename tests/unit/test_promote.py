@@ -437,6 +437,70 @@ def test_rollback_restores_the_previous_champion(registry, trained):
     }
 
 
+def test_a_rollback_run_again_completes_it_and_never_toggles(registry, trained):
+    # Given a rollback decided while v(weak) serves, carried out once
+    promote.promote(registry, trained.strong, None, "first model", "alice")
+    promote.promote(registry, trained.weak, trained.strong, "retrained", "alice")
+    target = promote.rollback_target(registry, None)
+    promote.apply_rollback(registry, target, "scores look wrong", "oncall")
+    audited = len(promote.history(registry))
+
+    # When it runs again (a retry after a crash that followed the moves)
+    again = promote.apply_rollback(registry, target, "scores look wrong", "oncall")
+
+    # Then nothing moves back: the decided champion still serves, nothing more is audited
+    assert again == []
+    assert aliases(registry)["champion"] == trained.strong
+    assert aliases(registry)["previous_champion"] == trained.weak
+    assert len(promote.history(registry)) == audited
+
+
+def test_a_rollback_killed_between_its_moves_is_completed_by_its_retry(registry, trained):
+    # Given a rollback that moved `champion` and died before `previous_champion`
+    promote.promote(registry, trained.strong, None, "first model", "alice")
+    promote.promote(registry, trained.weak, trained.strong, "retrained", "alice")
+    target = promote.rollback_target(registry, None)
+    client = tracking.mlflow_client(registry)
+    client.set_registered_model_alias(registry.training.model_name, "champion", trained.strong)
+
+    # When its retry runs
+    moves = promote.apply_rollback(registry, target, "scores look wrong", "oncall")
+
+    # Then it completes the rollback, once
+    assert moved(moves) == [("rollback", "previous_champion", trained.strong, trained.weak)]
+    assert aliases(registry)["champion"] == trained.strong
+    assert aliases(registry)["previous_champion"] == trained.weak
+
+
+def test_a_rollback_run_cleared_whole_decides_the_same_target_again(registry, trained):
+    # Given an Airflow run that rolled v(weak) back to v(strong)
+    promote.promote(registry, trained.strong, None, "first model", "alice")
+    promote.promote(registry, trained.weak, trained.strong, "retrained", "alice")
+    first = promote.rollback_target(registry, None, "manual__run-1")
+    promote.apply_rollback(registry, first, "scores look wrong", "airflow", "manual__run-1")
+
+    # When the whole run is cleared: it decides its target again, then applies it
+    again = promote.rollback_target(registry, None, "manual__run-1")
+    moves = promote.apply_rollback(registry, again, "scores look wrong", "airflow", "manual__run-1")
+
+    # Then it decides what it decided before, and moves nothing back
+    assert again == first and moves == []
+    assert aliases(registry)["champion"] == trained.strong
+    # while another run would roll back to the previous champion, as asked
+    assert promote.rollback_target(registry, None, "manual__run-2").version == trained.weak
+
+
+def test_a_decided_rollback_is_refused_once_the_champion_moved_elsewhere(registry, trained):
+    promote.promote(registry, trained.strong, None, "first model", "alice")
+    promote.promote(registry, trained.weak, trained.strong, "retrained", "alice")
+    target = promote.rollback_target(registry, None)
+    promote.promote(registry, trained.twin, trained.weak, "a newer model", "alice")
+
+    with pytest.raises(PromotionError, match="decide the rollback again"):
+        promote.apply_rollback(registry, target, "stale", "oncall")
+    assert aliases(registry)["champion"] == trained.twin
+
+
 def test_rollback_to_a_named_version(registry, trained):
     # Given a champion that replaced an earlier one
     promote.promote(registry, trained.strong, None, "first model", "alice")

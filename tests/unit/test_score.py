@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -15,8 +14,8 @@ import pytest
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from pipelines import features, jobs, lake, promote, score, synthetic, train
-from pipelines.errors import NoChampionError, NoFeaturesError
+from pipelines import features, lake, promote, score, synthetic, train
+from pipelines.errors import NoChampionError, NoFeaturesError, RerunError
 from pipelines.settings import load_settings
 
 DAY = date(2026, 1, 8)
@@ -110,19 +109,28 @@ def test_shard_features_are_point_in_time_within_the_ttl(world):
     assert (rows["event_timestamp"] <= pd.Timestamp(score.as_of(DAY))).all()
 
 
-def test_a_crash_before_publish_leaves_the_previous_partition_whole(world, monkeypatch):
+@pytest.fixture
+def scored_night(world, monkeypatch):
+    """The night DAY scored in three shards and published: its plan and what publish said."""
     monkeypatch.setenv("MLOPS_SCORING__SHARD_ROWS", "100")
     settings = load_settings()
     plan = score.plan(settings, DAY)
     for shard in plan.shards:
         score.score_shard(settings, plan, shard)
-    published = score.publish(settings, plan)
-    before = score.partition(settings, score.PREDICTIONS, DAY).read_bytes()
+    return plan, score.publish(settings, plan)
 
-    # When a re-run scores its shards but dies before publishing
-    for shard in plan.shards[:1]:
-        score.score_shard(settings, plan, shard)
-    with pytest.raises(FileNotFoundError, match="shards not scored"):
+
+def test_a_crash_before_publish_leaves_the_previous_partition_whole(settings, scored_night):
+    _, published = scored_night
+    before = score.partition(settings, score.PREDICTIONS, DAY).read_bytes()
+    # Given a new champion, whose re-run of the night scores one shard and dies
+    model = train.train_and_register(settings, _labelled_frame(settings), {"n_estimators": 5})
+    promote.promote(settings, model.version, "1", "a new champion", "test")
+    plan = score.plan(load_settings(), DAY)
+    score.score_shard(settings, plan, plan.shards[0])
+
+    # When its publish runs without the other shards
+    with pytest.raises(RerunError, match="clear `plan`"):
         score.publish(settings, plan)
 
     # Then the published partition is exactly the previous one
@@ -130,14 +138,25 @@ def test_a_crash_before_publish_leaves_the_previous_partition_whole(world, monke
     assert score.partition(settings, score.PREDICTIONS, DAY).read_bytes() == before
 
 
-def test_the_night_is_the_forms_date_then_the_latest_event_then_yesterday():
-    event = SimpleNamespace(extra={"date": "2026-01-05", "rows": 3})
-    later = SimpleNamespace(extra={"date": "2026-01-06", "rows": 3})
-    run_after = datetime(2026, 1, 10, 3, tzinfo=UTC)
+def test_publish_again_after_success_does_nothing_and_keeps_the_bytes(settings, scored_night):
+    # Given a night published (its shards removed with its staging folder)
+    plan, published = scored_night
+    path = score.partition(settings, score.PREDICTIONS, DAY)
+    before = path.read_bytes()
 
-    assert jobs.night("2026-01-02", {"features": [event]}, run_after) == date(2026, 1, 2)
-    assert jobs.night(None, {"features": [event, later]}, run_after) == date(2026, 1, 6)
-    assert jobs.night(None, {}, run_after) == date(2026, 1, 9)
+    # When publish runs again (a cleared task, or a retry after a crash past the rename)
+    again = score.publish(settings, plan)
+
+    # Then it reports the same partition and writes nothing
+    assert again == published and path.read_bytes() == before
+
+
+def test_publish_without_shards_or_its_partition_names_the_task_to_clear(settings, scored_night):
+    plan, _ = scored_night
+    score.partition(settings, score.PREDICTIONS, DAY).unlink()
+
+    with pytest.raises(RerunError, match="clear `plan` with its downstream tasks"):
+        score.publish(settings, plan)
 
 
 # The fast paths are the library's results, faster ---------------------------------------------

@@ -53,7 +53,7 @@ def test_every_written_path_lives_under_the_state_root(settings):
     env = settings.airflow_env()
     assert Path(env["AIRFLOW_HOME"]).is_relative_to(root)
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == (
-        f"sqlite:///{settings.airflow_home / 'airflow.db'}"
+        f"sqlite:///{settings.airflow_home / 'airflow.db'}?timeout=30"
     )
     assert Path(env["AIRFLOW__CORE__DAGS_FOLDER"]) == settings.dags_folder
 
@@ -172,8 +172,25 @@ def test_profile_picks_airflow_executor_and_metadata_database(tmp_path):
     assert production["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql")
     assert production["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://")
     # Everything else (home, DAGs, auth) is the same in both profiles
-    same = set(embedded) - {"AIRFLOW__CORE__EXECUTOR", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"}
+    executor = {
+        "AIRFLOW__CORE__EXECUTOR",
+        "AIRFLOW__CORE__PARALLELISM",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+    }
+    same = set(embedded) - executor
     assert {key: production[key] for key in same} == {key: embedded[key] for key in same}
+
+
+def test_the_local_executor_is_sized_to_the_machine_unless_told(tmp_path, monkeypatch):
+    # Given no parallelism setting, the LocalExecutor gets one worker per core
+    monkeypatch.setattr("pipelines.settings.usable_cores", lambda: 6)
+    assert Settings(state_root=tmp_path).airflow_env()["AIRFLOW__CORE__PARALLELISM"] == "6"
+    # and a setting wins
+    sized = Settings(state_root=tmp_path, airflow={"parallelism": 3}).airflow_env()
+    assert sized["AIRFLOW__CORE__PARALLELISM"] == "3"
+    # Celery's total across workers stays Airflow's unless set
+    celery = Settings(state_root=tmp_path, profile="production").airflow_env()
+    assert "AIRFLOW__CORE__PARALLELISM" not in celery
 
 
 def test_registry_lock_is_on_postgres_when_the_registry_is_shared(tmp_path):

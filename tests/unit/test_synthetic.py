@@ -40,6 +40,24 @@ def test_same_seed_and_day_give_the_same_frame():
     pd.testing.assert_frame_equal(first, again)
 
 
+def test_a_world_started_on_another_date_is_the_same_world_moved_in_time():
+    # Given the default world and the same world started 300 days later (the demo's world
+    # always ends last night)
+    shift = timedelta(days=300)
+    moved = world(start_date=START + shift)
+    for offset in (0, 5, 40):
+        day = START + timedelta(days=offset)
+
+        # Then every day's activity and labels are the same, only their times moved
+        here, there = synthetic.activity(world(), day), synthetic.activity(moved, day + shift)
+        assert (there["event_timestamp"] - here["event_timestamp"] == shift).all()
+        columns = [c for c in here.columns if c != "event_timestamp"]
+        pd.testing.assert_frame_equal(here[columns], there[columns])
+        labels = synthetic.labels(world(), day)
+        moved_labels = synthetic.labels(moved, day + shift)
+        pd.testing.assert_series_equal(labels["churned"], moved_labels["churned"])
+
+
 def test_a_day_does_not_depend_on_generating_other_days_first():
     alone = synthetic.activity(world(), START + timedelta(days=2))
     for offset in range(2):
@@ -329,7 +347,7 @@ def test_value_faults_touch_only_their_column_and_some_rows(fault):
     day = START + timedelta(days=2)
     clean = synthetic.activity(world(), day)
 
-    broken = synthetic.inject_fault(clean, fault, day, seed=7)
+    broken = synthetic.inject_fault(clean, fault, day, world())
 
     changed = [column for column in clean.columns if not clean[column].equals(broken[column])]
     assert len(changed) == 1
@@ -342,7 +360,7 @@ def test_inject_fault_does_not_modify_its_input():
     before = clean.copy()
 
     for fault in Fault:
-        synthetic.inject_fault(clean, fault, START, seed=7)
+        synthetic.inject_fault(clean, fault, START, world())
 
     pd.testing.assert_frame_equal(clean, before)
 

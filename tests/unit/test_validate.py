@@ -12,6 +12,7 @@ from pipelines import lake, synthetic, validate
 from pipelines.errors import (
     DataQualityError,
     NotLandedError,
+    RerunError,
     UnreadablePartitionError,
     ValidationFailedError,
 )
@@ -135,13 +136,41 @@ def test_clean_partition_passes_is_staged_and_published(settings, suite_columns)
     assert raw(settings).exists()
 
 
-def test_publishing_without_a_staged_partition_is_an_error(settings):
-    # Given nothing was staged for the day
+def test_publishing_without_a_staged_partition_names_the_task_to_clear(settings):
+    # Given nothing was staged for the day, and nothing published
     # When publishing it
-    # Then it fails loudly and names the staging path
-    with pytest.raises(FileNotFoundError, match="no staged partition"):
+    # Then it fails at once (no retry can help) and says which task to clear instead
+    with pytest.raises(RerunError, match="clear `validate` with its downstream tasks"):
         validate.publish_partition(settings, DAY)
     assert not settings.validated_root.exists()
+
+
+def test_publishing_again_after_success_does_nothing(settings):
+    # Given a day published (its staged file renamed into the validated zone)
+    synthetic.land_day(settings, DAY)
+    validate.validate_partition(settings, DAY)
+    first = validate.publish_partition(settings, DAY)
+    before = first.read_bytes()
+
+    # When publish runs again: a cleared task, or a retry after a crash past the rename
+    again = validate.publish_partition(settings, DAY)
+
+    # Then it reports the published partition and changes nothing
+    assert again == first and again.read_bytes() == before
+
+
+def test_validating_a_quarantined_night_again_says_to_land_it_again(settings):
+    # Given a day quarantined by the gate (its raw file moved away)
+    synthetic.land_day(settings, DAY, Fault.NULLS)
+    with pytest.raises(ValidationFailedError):
+        validate.validate_partition(settings, DAY)
+
+    # When the gate runs on it again (a cleared `validate`)
+    with pytest.raises(DataQualityError, match="land a corrected partition") as caught:
+        validate.validate_partition(settings, DAY)
+
+    # Then it is a data-quality error (never retried), not a "not landed" one (retried)
+    assert not isinstance(caught.value, NotLandedError)
 
 
 def test_republishing_a_day_replaces_it(settings):

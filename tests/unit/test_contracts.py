@@ -1,0 +1,103 @@
+"""The contracts DAG files share with the pipeline: nights as partition keys, the schedule."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import fields
+from datetime import UTC, date, datetime
+
+import pytest
+
+from pipelines import contracts, errors
+from pipelines.settings import Settings
+
+
+def test_a_night_and_its_partition_key_are_one_another():
+    night = date(1998, 3, 3)
+    assert contracts.partition_key(night) == "1998-03-03"
+    assert contracts.night("1998-03-03") == night
+
+
+@pytest.mark.parametrize("key", [None, "", "2026-01-05garbage", "05/01/2026", "2026-02-30"])
+def test_a_run_without_a_valid_night_says_how_to_trigger_it(key):
+    with pytest.raises(errors.MissingPartitionKeyError, match="YYYY-MM-DD"):
+        contracts.night(key)
+
+
+def test_a_missing_partition_key_is_never_retried():
+    assert issubclass(errors.MissingPartitionKeyError, errors.PermanentError)
+
+
+def test_the_time_rule_is_the_midnight_after_the_night():
+    assert contracts.midnight_after(date(2026, 2, 28)) == datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def test_the_schedule_starts_at_the_midnight_after_its_first_night():
+    first = contracts.ScheduleSettings(start_date=date(2026, 2, 1))
+    assert contracts.first_scheduled_run(first) == datetime(2026, 2, 2, tzinfo=UTC)
+    assert contracts.first_scheduled_run(contracts.ScheduleSettings()) is None
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {},
+        {"MLOPS_SCHEDULE__START_DATE": "1998-03-03"},
+        {"MLOPS_SCHEDULE__START_DATE": ""},
+        {"mlops_schedule__landing_timeout_seconds": "60"},
+        {
+            "MLOPS_SCHEDULE__START_DATE": "2026-11-01",
+            "MLOPS_SCHEDULE__LANDING_POKE_INTERVAL_SECONDS": "5",
+            "MLOPS_SCHEDULE__LANDING_TIMEOUT_SECONDS": "600",
+        },
+    ],
+)
+def test_dag_files_read_the_schedule_the_settings_read(environ, monkeypatch):
+    # Given schedule variables in the environment
+    for name in [n for n in os.environ if n.upper().startswith("MLOPS_")]:
+        monkeypatch.delenv(name)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+
+    # Then the stdlib reader (DAG files) and the settings object agree
+    assert contracts.schedule_settings() == Settings().schedule
+
+
+def test_every_schedule_field_is_read_from_its_variable():
+    names = {field.name for field in fields(contracts.ScheduleSettings)}
+    environ = {
+        "MLOPS_SCHEDULE__START_DATE": "2026-03-04",
+        "MLOPS_SCHEDULE__LANDING_POKE_INTERVAL_SECONDS": "11",
+        "MLOPS_SCHEDULE__LANDING_TIMEOUT_SECONDS": "22",
+    }
+    assert {name.removeprefix("MLOPS_SCHEDULE__").lower() for name in environ} == names
+    assert contracts.schedule_settings(environ) == contracts.ScheduleSettings(
+        start_date=date(2026, 3, 4), landing_poke_interval_seconds=11, landing_timeout_seconds=22
+    )
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"MLOPS_SCHEDULE__START_DATE": "2026-13-01"}, "MLOPS_SCHEDULE__START_DATE"),
+        ({"MLOPS_SCHEDULE__LANDING_TIMEOUT_SECONDS": "6h"}, "LANDING_TIMEOUT_SECONDS"),
+        ({"MLOPS_SCHEDULE__LANDING_TIMEOUT_SECONDS": "0"}, "at least 1 second"),
+        ({"MLOPS_SCHEDULE__STRAT_DATE": "2026-01-01"}, "unknown schedule settings"),
+    ],
+)
+def test_a_bad_schedule_setting_is_an_error_naming_it(environ, message):
+    with pytest.raises(ValueError, match=message):
+        contracts.schedule_settings(environ)
+
+
+def test_the_contracts_module_imports_only_the_standard_library():
+    # DAG files import it at parse time: it must not pull in pydantic, pandas or the settings
+    probe = (
+        "import sys, json; import pipelines.contracts; "
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('pipelines') "
+        "or m.split('.')[0] in ('pydantic', 'pandas', 'pyarrow', 'numpy'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == '["pipelines", "pipelines.contracts", "pipelines.errors"]'
