@@ -17,9 +17,9 @@ Trains a candidate churn model and promotes it only if it is better and sound.
    candidate becomes `challenger`, with the reason).
 
 Runs weekly (Sundays 03:00 UTC; the first time on the Sunday after the DAG is deployed:
-deploying never starts a missed run), when `drift_monitor` requests retraining (its reason is recorded on the
-MLflow run and in the audit trail), or by hand with the form's parameters. One run
-at a time.
+deploying never starts a missed run), when `drift_monitor` requests retraining (its
+reason is recorded on the MLflow run and in the audit trail), or by hand with the
+form's parameters. One run at a time.
 """
 
 from __future__ import annotations

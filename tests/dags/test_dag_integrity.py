@@ -84,11 +84,11 @@ def test_every_task_fails_at_once_on_every_error_retrying_cannot_fix(dag_bag):
             assert policy.evaluate(NotLandedError("late"), 1, 4).action.value != "fail", where
 
 
-def test_every_dag_runs_once_deployed():
+def test_every_dag_runs_once_deployed(dag_bag):
     # A paused nightly DAG drops the asset events meant for it, and unpausing one from the
     # trigger form's default starts missed runs: every DAG is active from the start.
-    for path in DAG_FILES:
-        assert "is_paused_upon_creation=False" in path.read_text(), path.name
+    for dag_id, dag in dag_bag.dags.items():
+        assert dag.is_paused_upon_creation is False, dag_id
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda path: path.name)
