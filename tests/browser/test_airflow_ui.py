@@ -50,7 +50,7 @@ def _project_dag_ids() -> list[str]:
     ids = [
         match
         for path in sorted(DAGS_FOLDER.glob("*.py"))
-        for match in re.findall(r"""dag_id\s*=\s*["']([\w.-]+)["']""", path.read_text())
+        for match in re.findall(r"""(?<!\w)dag_id\s*=\s*["']([\w.-]+)["']""", path.read_text())
     ]
     assert ids, f"no dag_id found in {DAGS_FOLDER}"
     return sorted(ids)
