@@ -273,8 +273,7 @@ def _stop_on_sigterm(signum: int, frame: Any) -> None:
 
 def run(settings: Settings) -> list[NightSummary]:
     """Run the whole timeline through a real Airflow and print the summary."""
-    for name in ("httpx", "mlflow"):  # one line per request or database check: noise here
-        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request: noise here
     signal.signal(signal.SIGTERM, _stop_on_sigterm)  # so Airflow is stopped, not orphaned
     days_count = settings.synthetic.days
     first_model_index = min(
@@ -298,6 +297,8 @@ def run(settings: Settings) -> list[NightSummary]:
     )
     airflow = LocalAirflow(settings, env)
     api = AirflowApi(airflow)
+    # Quiet MLflow's database notes in the summary (set after Airflow took its environment).
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     started = time.monotonic()
     try:
         print("starting Airflow (scheduler, dag-processor, API server, triggerer) ...", flush=True)
