@@ -20,8 +20,11 @@ COPY pipelines/ pipelines/
 COPY dags/ dags/
 COPY feature_repo/ feature_repo/
 COPY great_expectations/ great_expectations/
+COPY deploy/ deploy/
 
+# Where the services keep state, their user's alone (a new volume takes these modes).
 RUN useradd --create-home --uid 50000 pipeline \
-    && mkdir -p /opt/airflow /data/state /mlartifacts \
-    && chown -R pipeline /opt/airflow /data/state /mlartifacts
+    && mkdir -p /opt/airflow /data/state /mlartifacts /mlflow-auth \
+    && chown -R pipeline /opt/airflow /data/state /mlartifacts /mlflow-auth \
+    && chmod 0700 /opt/airflow /data/state /mlartifacts /mlflow-auth
 USER pipeline

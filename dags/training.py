@@ -20,6 +20,11 @@ Runs weekly (Sundays 03:00 UTC; the first time on the Sunday after the DAG is de
 deploying never starts a missed run), when `drift_monitor` requests retraining (its
 reason is recorded on the MLflow run and in the audit trail), or by hand with the
 form's parameters. One run at a time.
+
+A request is checked before any work: Airflow refuses a trigger whose parameters break
+their schemas (types, finite bounds, no unknown hyperparameter, metric or field, strict
+YYYY-MM-DD days); `build_training_set` then fails at once, without retries, on a key
+that is no parameter or a window that ends before it starts.
 """
 
 from __future__ import annotations
@@ -43,28 +48,10 @@ from pipelines import contracts
 
 MODEL_PROMOTED = Asset(contracts.MODEL_PROMOTED)
 
-_NON_NEGATIVE = {"type": "number", "minimum": 0}
-HYPERPARAMETER_SCHEMA = {
-    "n_estimators": {"type": "integer", "minimum": 1, "maximum": 5000},
-    "max_depth": {"type": "integer", "minimum": 1, "maximum": 16},
-    "learning_rate": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-    "subsample": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-    "colsample_bytree": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-    "min_child_weight": _NON_NEGATIVE,
-    "reg_lambda": _NON_NEGATIVE,
-    "reg_alpha": _NON_NEGATIVE,
-    "gamma": _NON_NEGATIVE,
-    "early_stopping_rounds": {"type": "integer", "minimum": 1, "maximum": 1000},
-}
-GATE_OVERRIDE_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "threshold": {"type": "number"},
-        "min_absolute_change": _NON_NEGATIVE,
-        "min_relative_change": {"type": "number", "minimum": 0, "maximum": 1},
-    },
-    "additionalProperties": False,
-}
+# The form's fields: their schemas (types, bounds, no unknown names) are the contract's,
+# the ones the CLI and this DAG's first task check too.
+_SCHEMAS = contracts.TRAINING_PARAM_SCHEMAS
+_DEFAULTS = contracts.TRAINING_PARAM_DEFAULTS
 
 
 def _alert_on_failure(context: Any) -> None:
@@ -89,43 +76,39 @@ def _alert_on_failure(context: Any) -> None:
     tags=["training", "registry"],
     params={
         "training_start": Param(
-            None,
-            type=["null", "string"],
-            format="date",
+            _DEFAULTS["training_start"],
             title="Training window start",
             description="First prediction day to learn from (YYYY-MM-DD); empty: the latest "
             "window of labelled days.",
+            **_SCHEMAS["training_start"],
         ),
         "training_end": Param(
-            None,
-            type=["null", "string"],
-            format="date",
+            _DEFAULTS["training_end"],
             title="Training window end",
-            description="Last prediction day to learn from (YYYY-MM-DD); empty: the latest.",
+            description="Last prediction day to learn from (YYYY-MM-DD, not before the "
+            "start); empty: the latest.",
+            **_SCHEMAS["training_end"],
         ),
         "hyperparameters": Param(
-            {},
-            type="object",
-            properties=HYPERPARAMETER_SCHEMA,
-            additionalProperties=False,
+            _DEFAULTS["hyperparameters"],
             title="Hyperparameter overrides",
-            description='XGBoost settings to override, e.g. {"max_depth": 6}.',
+            description='XGBoost settings to override, e.g. {"max_depth": 6}. Finite numbers '
+            f"only: {contracts.hyperparameters_text()}.",
+            **_SCHEMAS["hyperparameters"],
         ),
         "gate_overrides": Param(
-            {},
-            type="object",
-            properties={"roc_auc": GATE_OVERRIDE_SCHEMA, "log_loss": GATE_OVERRIDE_SCHEMA},
-            additionalProperties=False,
+            _DEFAULTS["gate_overrides"],
             title="Gate overrides",
-            description='Per-metric thresholds, e.g. {"roc_auc": {"threshold": 0.7}}.',
+            description='Per-metric thresholds, e.g. {"roc_auc": {"threshold": 0.7}}: '
+            "threshold (a value of the metric), min_absolute_change (at most the metric's "
+            "range), min_relative_change (0 to 1), for the metrics the gate judges.",
+            **_SCHEMAS["gate_overrides"],
         ),
         "reason": Param(
-            "manual or scheduled retraining",
-            type="string",
-            minLength=3,
-            maxLength=contracts.MAX_REASON_CHARS,
+            _DEFAULTS["reason"],
             title="Reason",
             description="Why this model is trained; kept on the MLflow run and the audit trail.",
+            **_SCHEMAS["reason"],
         ),
     },
     default_args={
@@ -150,33 +133,30 @@ def training() -> None:
     def build_training_set(
         params: dict[str, Any] | None = None, dag_run: Any = None
     ) -> dict[str, Any]:
-        from pipelines import jobs
+        from pipelines import jobs, training_request
 
+        # Airflow refused the trigger if a Param broke its schema; keys that are no Param
+        # (Airflow keeps them) and a window ending before it starts are refused here, before
+        # any work, with a permanent error. Later tasks take the checked request.
+        request = training_request.check({**(dag_run.conf or {}), **(params or {})})
         return jobs.build_training_set(
-            dag_run.run_after, params["training_start"], params["training_end"]
-        ) | {"reason": params["reason"]}
+            dag_run.run_after, request.training_start, request.training_end
+        ) | {"request": request.to_conf()}
 
     @task
-    def train(
-        training_set: dict[str, Any],
-        params: dict[str, Any] | None = None,
-        run_id: str | None = None,
-    ) -> dict[str, Any]:
+    def train(training_set: dict[str, Any], run_id: str | None = None) -> dict[str, Any]:
         from pipelines import jobs
 
-        tags = {"reason": training_set["reason"], "airflow.run_id": run_id}
-        return jobs.train_model(training_set["path"], params["hyperparameters"], tags)
+        request = training_set["request"]
+        tags = {"reason": request["reason"], "airflow.run_id": run_id}
+        return jobs.train_model(training_set["path"], request["hyperparameters"], tags)
 
     @task
-    def evaluate(
-        training_set: dict[str, Any],
-        candidate: dict[str, Any],
-        params: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
+    def evaluate(training_set: dict[str, Any], candidate: dict[str, Any]) -> dict[str, Any]:
         from pipelines import jobs
 
         return jobs.evaluate_candidate(
-            training_set["path"], candidate["version"], params["gate_overrides"]
+            training_set["path"], candidate["version"], training_set["request"]["gate_overrides"]
         )
 
     @task
@@ -212,7 +192,7 @@ def training() -> None:
         moves = jobs.promote_candidate(
             candidate["version"],
             gate["champion_version"],
-            training_set["reason"],
+            training_set["request"]["reason"],
             "airflow",
             run_id,
         )

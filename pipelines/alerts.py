@@ -3,11 +3,14 @@
 Every alert is logged at ERROR and appended to the alert file under the state
 root. With `MLOPS_ALERTS__WEBHOOK_URL` set, it is also posted as JSON
 (``{"text": ...}``, the shape Slack incoming webhooks and most chat tools take).
-A broken alert sink is logged, never raised: alerting must not mask the failure.
+A broken alert sink is logged, never raised: alerting must not mask the failure. The
+webhook's URL is a credential (its path or query carries the token): only its host is
+ever logged.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import urllib.request
@@ -15,6 +18,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from pipelines.security import url_host
 from pipelines.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -68,14 +72,16 @@ def send(alert: Alert, settings: Settings) -> None:
     if not url:
         return
     body = json.dumps({"text": alert.text(), "alert": asdict(alert)}).encode()
-    request = urllib.request.Request(
-        url, data=body, headers={"Content-Type": "application/json"}, method="POST"
-    )
     try:
+        request = urllib.request.Request(
+            url, data=body, headers={"Content-Type": "application/json"}, method="POST"
+        )
         with urllib.request.urlopen(request, timeout=settings.alerts.webhook_timeout_seconds):
             pass
-    except OSError as error:
-        log.error("alert webhook %s failed: %s", url, error)
+    except OSError as error:  # refused, timed out, an error status: none quotes the URL
+        log.error("alert webhook at %s failed: %s", url_host(url), error)
+    except (ValueError, http.client.HTTPException) as error:  # a bad URL or answer: may quote it
+        log.error("alert webhook at %s failed: %s", url_host(url), type(error).__name__)
 
 
 def notify_failure(context: Any, detail: str | None = None) -> None:

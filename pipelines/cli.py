@@ -6,8 +6,9 @@ python -m pipelines publish 2026-01-02
 python -m pipelines materialize 2026-01-02
 python -m pipelines apply
 python -m pipelines demo
-python -m pipelines airflow -- standalone     # any airflow command, on the project's home
-python -m pipelines settings
+python -m pipelines ui                        # Airflow until Ctrl-C, its UI on 127.0.0.1:8080
+python -m pipelines airflow -- dags list      # any airflow command, on the project's home
+python -m pipelines settings                  # secrets redacted
 """
 
 from __future__ import annotations
@@ -16,14 +17,22 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import time
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipelines import synthetic
+from pipelines import security, synthetic, training_request
 from pipelines.errors import PipelineError
 from pipelines.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from pipelines.orchestrator import LocalAirflow
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+UI_WATCH_SECONDS = 10.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,11 +55,22 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("apply", help="register the Feast repository (feast apply)")
 
     train = commands.add_parser("train", help="build a training set, train, gate and promote")
-    train.add_argument("--start", help="first prediction day of the window (YYYY-MM-DD)")
-    train.add_argument("--end", help="last prediction day of the window (YYYY-MM-DD)")
+    train.add_argument(
+        "--start", type=training_request.day, help="first prediction day (YYYY-MM-DD)"
+    )
+    train.add_argument("--end", type=training_request.day, help="last prediction day (YYYY-MM-DD)")
     train.add_argument("--reason", default="manual training from the command line")
     train.add_argument(
-        "--hyperparameters", type=json.loads, default={}, help="JSON, e.g. '{\"max_depth\": 6}'"
+        "--hyperparameters",
+        type=training_request.hyperparameters,
+        default={},
+        help="JSON, e.g. '{\"max_depth\": 6}'",
+    )
+    train.add_argument(
+        "--gate-overrides",
+        type=training_request.gate_overrides,
+        default={},
+        help='JSON, e.g. \'{"roc_auc": {"threshold": 0.7}}\'',
     )
 
     registry = commands.add_parser("registry", help="the model registry's audit trail")
@@ -64,8 +84,10 @@ def _parser() -> argparse.ArgumentParser:
     infra.add_argument("version")
     infra.add_argument("sample", help="parquet file of feature rows")
     commands.add_parser("demo", help="run the demo timeline through Airflow")
-    commands.add_parser("settings", help="print the effective settings as JSON")
-    commands.add_parser("ui", help="start Airflow standalone (UI on :8080) with the project's DAGs")
+    commands.add_parser("settings", help="print the effective settings as JSON, secrets redacted")
+    commands.add_parser(
+        "ui", help="run Airflow on the project's home until Ctrl-C (UI on 127.0.0.1:8080)"
+    )
     commands.add_parser("mlflow-ui", help="start the MLflow UI (:5000) on the embedded backend")
     airflow = commands.add_parser("airflow", help="run an airflow command on the project's home")
     airflow.add_argument("args", nargs=argparse.REMAINDER)
@@ -90,7 +112,13 @@ def _run(args: argparse.Namespace) -> Any:
             return str(features.write_feature_store_yaml(settings))
         case "train":
             return jobs.train_and_gate(
-                date.today(), args.start, args.end, args.hyperparameters, args.reason, _actor()
+                date.today(),
+                args.start,
+                args.end,
+                args.hyperparameters,
+                args.reason,
+                _actor(),
+                args.gate_overrides,
             )
         case "registry":
             return jobs.registry_history()
@@ -99,7 +127,7 @@ def _run(args: argparse.Namespace) -> Any:
         case "infra-check":
             return jobs.infra_check_here(args.version, args.sample)
         case "settings":
-            return json.loads(load_settings().model_dump_json())
+            return security.redacted_settings(load_settings())
         case "demo":
             from pipelines import demo
 
@@ -108,15 +136,49 @@ def _run(args: argparse.Namespace) -> Any:
     raise AssertionError(args.command)
 
 
-def _print_login(settings: Settings) -> None:
-    passwords = settings.airflow_home / "simple_auth_manager_passwords.json"
-    print("Airflow UI: http://localhost:8080  (stop with Ctrl-C)")
-    if passwords.exists():
-        for user, password in json.loads(passwords.read_text()).items():
-            print(f"log in as '{user}' with password '{password}' (kept in {passwords})")
-    else:
-        print(f"log in as 'admin' with the password printed below (then kept in {passwords})")
-    sys.stdout.flush()
+def _run_ui(settings: Settings) -> None:
+    """Airflow's components on the project's home until Ctrl-C, its UI on the settings' host
+    and port (loopback by default); nothing else of it listens."""
+    from pipelines.orchestrator import AirflowApi, AirflowError, LocalAirflow
+
+    signal.signal(signal.SIGTERM, _stop_like_ctrl_c)  # so Airflow is stopped, not orphaned
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request: noise here
+    mlops_env = {name: value for name, value in os.environ.items() if name.startswith("MLOPS_")}
+    airflow = LocalAirflow(settings, mlops_env, on_ui_address=True)
+    api = AirflowApi(airflow)
+    print("starting Airflow (scheduler, dag-processor, API server, triggerer) ...", flush=True)
+    try:
+        airflow.start()
+        api.admin()  # the API server answers
+        _print_login(airflow)
+        while True:
+            airflow.check_alive()
+            time.sleep(UI_WATCH_SECONDS)
+    except KeyboardInterrupt:
+        print("stopping Airflow ...", flush=True)
+    except (AirflowError, TimeoutError) as error:
+        raise SystemExit(f"Airflow stopped: {error}\nits logs: {airflow.home}") from error
+    finally:
+        api.close()
+        survivors = airflow.stop()
+        if survivors:
+            print(f"warning: Airflow processes still running: {survivors}", flush=True)
+
+
+def _stop_like_ctrl_c(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _print_login(airflow: LocalAirflow) -> None:
+    """Say where the UI listens and where the admin's password is (never the password)."""
+    from pipelines.orchestrator import ADMIN
+
+    passwords = airflow.env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]
+    print(f"Airflow UI: {airflow.url}  (listening on {airflow.host}:{airflow.port})")
+    if airflow.host not in LOOPBACK_HOSTS:
+        print(f"warning: {airflow.host} is reachable from other machines")
+    print(f"log in as '{ADMIN}' with the password in {passwords} (yours alone to read)")
+    print(f"stop with Ctrl-C; Airflow's logs are in {airflow.home}", flush=True)
 
 
 def _actor() -> str:
@@ -146,8 +208,6 @@ def _exec_airflow(args: list[str]) -> None:
 
     settings = load_settings()
     orchestrator.use_project_airflow(settings)
-    if args == ["standalone"]:
-        _print_login(settings)
     argv = args[1:] if args[:1] == ["--"] else args
     os.execv(sys.executable, [sys.executable, "-m", "airflow", *argv])
 
@@ -156,13 +216,18 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; a pipeline error prints its message and exits 1."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
-    if args.command == "airflow":
-        _exec_airflow(args.args)
-    if args.command == "ui":
-        _exec_airflow(["standalone"])
-    if args.command == "mlflow-ui":
-        _exec_mlflow_ui(load_settings())
+    # What this command and its children create (databases, Airflow's passwords file and
+    # configuration, the lake) is its owner's alone, in a state root only they can enter.
+    os.umask(security.PRIVATE_UMASK)
     try:
+        security.private_state_root(load_settings().state_root)
+        if args.command == "airflow":
+            _exec_airflow(args.args)
+        if args.command == "ui":
+            _run_ui(load_settings())
+            return 0
+        if args.command == "mlflow-ui":
+            _exec_mlflow_ui(load_settings())
         result = _run(args)
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -3,15 +3,21 @@
 DAG files import this module and Airflow, nothing else, so the dag-processor parses
 them in a fraction of a second. It holds the asset names, the partition key of a
 night, the nightly schedule's settings (read from the same ``MLOPS_SCHEDULE__*``
-variables as `pipelines.settings`), and the errors no retry can fix.
+variables as `pipelines.settings`), the errors no retry can fix, and what a
+`training` request may ask for: the JSON schemas of the training DAG's Params and
+`validate_training_request`, which checks the same rules (and what JSON schema cannot
+say) for the DAG's first task and the CLI.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from pipelines import errors
 
@@ -55,9 +61,25 @@ class ScheduleSettings:
             raise ValueError("the landing poke interval and timeout must be at least 1 second")
 
 
+# A calendar day as text: exactly YYYY-MM-DD (`date.fromisoformat` alone also takes
+# "20260105" and "2026-W02-1", `strptime` also takes "2026-1-5").
+DAY_PATTERN = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+_DAY = re.compile(DAY_PATTERN)  # used with fullmatch: no trailing newline either
+
+
 def partition_key(day: date) -> str:
     """The partition key of a night."""
     return day.strftime(PARTITION_KEY_FORMAT)
+
+
+def strict_day(text: object) -> date | None:
+    """The calendar day `text` names as exactly YYYY-MM-DD, or None."""
+    if not isinstance(text, str) or not _DAY.fullmatch(text):
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:  # 2026-02-30
+        return None
 
 
 def night(key: str | None) -> date:
@@ -67,12 +89,12 @@ def night(key: str | None) -> date:
             "this run has no partition key: trigger it with the night it is about as its "
             "partition key (YYYY-MM-DD), or let the `features` asset trigger it"
         )
-    try:
-        return datetime.strptime(key, PARTITION_KEY_FORMAT).date()
-    except ValueError:
+    day = strict_day(key)
+    if day is None:
         raise errors.MissingPartitionKeyError(
-            f"partition key {key[:40]!r} is not a night: use YYYY-MM-DD"
-        ) from None
+            f"partition key {errors.shown(key, 40)} is not a night: use YYYY-MM-DD"
+        )
+    return day
 
 
 def midnight_after(day: date) -> datetime:
@@ -117,3 +139,286 @@ def schedule_settings(environ: Mapping[str, str] = os.environ) -> ScheduleSettin
             except ValueError as error:
                 raise ValueError(f"{variable}: {error}") from None
     return ScheduleSettings(**values)
+
+
+# A `training` request ------------------------------------------------------------------------
+#
+# What a run of `training` may be asked for (the DAG's form, the REST API's `conf`, the
+# CLI's options): one definition, read twice. The DAG's Params take `TRAINING_PARAM_SCHEMAS`
+# (JSON schema: Airflow checks a triggered run's conf against them and refuses the trigger);
+# `validate_training_request` checks the same bounds in Python and what JSON schema cannot
+# say: keys that are no Param (Airflow accepts them), and a window that ends before it starts.
+
+# Largest value of a regularising hyperparameter (min_child_weight, reg_lambda, reg_alpha,
+# gamma): far beyond any useful setting, and small enough that XGBoost still learns.
+MAX_REGULARIZATION = 1e4
+# Largest log-loss ceiling a gate override may set: a model that always answers 0.5 scores
+# ln 2 = 0.69, and scikit-learn's log loss of a confidently wrong model is about 36.
+MAX_LOG_LOSS = 10.0
+MIN_REASON_CHARS = 3
+# A reason has a character that is not white space (JSON schema's "pattern" searches).
+REASON_PATTERN = r"\S"
+DEFAULT_TRAINING_REASON = "manual or scheduled retraining"
+
+# JSON schema compares NaN false with every bound, so "minimum"/"maximum" let it through.
+# No number is at least 1 and at most 0 but NaN: "not" this schema refuses NaN alone.
+_NOT_NAN = {
+    "not": {"$comment": "NaN is no finite number", "type": "number", "minimum": 1, "maximum": 0}
+}
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A number a request may give: integer or not, finite, in [minimum, maximum] (the
+    minimum excluded when `exclusive_minimum`)."""
+
+    integer: bool
+    minimum: int | float
+    maximum: int | float
+    exclusive_minimum: bool = False
+
+    def schema(self) -> dict[str, Any]:
+        """The JSON schema of these values (as Airflow's Params check them)."""
+        low = "exclusiveMinimum" if self.exclusive_minimum else "minimum"
+        if self.integer:  # JSON schema's integer is never NaN nor infinite
+            return {"type": "integer", low: self.minimum, "maximum": self.maximum}
+        return {"type": "number", low: self.minimum, "maximum": self.maximum, **_NOT_NAN}
+
+    def text(self) -> str:
+        """The bound in words, e.g. "a number in (0, 1]"."""
+        if self.integer:
+            return f"an integer from {self.minimum:g} to {self.maximum:g}"
+        opening = "(" if self.exclusive_minimum else "["
+        return f"a number in {opening}{self.minimum:g}, {self.maximum:g}]"
+
+    def check(self, value: object, field: str) -> int | float:
+        """`value` as an int or float within the bound; else an error naming `field`."""
+        kind = "an integer" if self.integer else "a number"
+        # JSON's true/false are no numbers (though Python's bool is an int).
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _refused(field, f"must be {kind}, got {errors.shown(value)}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _refused(field, f"must be a finite number, got {value}")
+        if self.integer and isinstance(value, float) and not value.is_integer():
+            raise _refused(field, f"must be {kind}, got {value}")
+        below = value <= self.minimum if self.exclusive_minimum else value < self.minimum
+        if below or value > self.maximum:
+            raise _refused(field, f"must be {self.text()}, got {_number(value)}")
+        return int(value) if self.integer else float(value)
+
+
+def _number(value: int | float) -> str:
+    # An integer too long to print (Python refuses past 4,300 digits) is described instead.
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"an integer of about {int(value.bit_length() * math.log10(2))} digits"
+    return errors.shown(value)
+
+
+_FRACTION = Bound(integer=False, minimum=0, maximum=1, exclusive_minimum=True)
+_REGULARIZATION = Bound(integer=False, minimum=0, maximum=MAX_REGULARIZATION)
+# The XGBoost hyperparameters a run may override (their defaults: `TrainingSettings`).
+HYPERPARAMETER_BOUNDS: dict[str, Bound] = {
+    "n_estimators": Bound(integer=True, minimum=1, maximum=5000),
+    "max_depth": Bound(integer=True, minimum=1, maximum=16),
+    "learning_rate": _FRACTION,
+    "subsample": _FRACTION,
+    "colsample_bytree": _FRACTION,
+    "min_child_weight": _REGULARIZATION,
+    "reg_lambda": _REGULARIZATION,
+    "reg_alpha": _REGULARIZATION,
+    "gamma": _REGULARIZATION,
+    "early_stopping_rounds": Bound(integer=True, minimum=1, maximum=1000),
+}
+
+# Every metric training measures on the holdout (`train.classification_metrics`): what the
+# gate may judge (`GateSettings.thresholds`) and a run override, with the range a threshold
+# on it takes (all but log loss are bounded by 1 anyway).
+GATE_METRIC_RANGES: dict[str, tuple[float, float]] = {
+    "roc_auc": (0.0, 1.0),
+    "pr_auc": (0.0, 1.0),
+    "log_loss": (0.0, MAX_LOG_LOSS),
+    "brier": (0.0, 1.0),
+    "calibration_error": (0.0, 1.0),
+}
+
+
+def gate_rule_bounds(metric: str) -> dict[str, Bound]:
+    """The fields of a gate rule on `metric` a run may override, and their bounds: the
+    threshold is a value of the metric, a change at most its whole range."""
+    low, high = GATE_METRIC_RANGES[metric]
+    return {
+        "threshold": Bound(integer=False, minimum=low, maximum=high),
+        "min_absolute_change": Bound(integer=False, minimum=0, maximum=high - low),
+        "min_relative_change": Bound(integer=False, minimum=0, maximum=1),
+    }
+
+
+_DAY_SCHEMA = {"type": ["null", "string"], "format": "date", "pattern": DAY_PATTERN}
+# The training DAG's Params: name -> JSON schema (keywords of `airflow.sdk.Param`).
+TRAINING_PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
+    "training_start": _DAY_SCHEMA,
+    "training_end": _DAY_SCHEMA,
+    "hyperparameters": {
+        "type": "object",
+        "properties": {name: bound.schema() for name, bound in HYPERPARAMETER_BOUNDS.items()},
+        "additionalProperties": False,
+    },
+    "gate_overrides": {
+        "type": "object",
+        "properties": {
+            metric: {
+                "type": "object",
+                "properties": {
+                    name: bound.schema() for name, bound in gate_rule_bounds(metric).items()
+                },
+                "additionalProperties": False,
+            }
+            for metric in GATE_METRIC_RANGES
+        },
+        "additionalProperties": False,
+    },
+    "reason": {
+        "type": "string",
+        "minLength": MIN_REASON_CHARS,
+        "maxLength": MAX_REASON_CHARS,
+        "pattern": REASON_PATTERN,
+    },
+}
+TRAINING_PARAM_DEFAULTS: dict[str, Any] = {
+    "training_start": None,
+    "training_end": None,
+    "hyperparameters": {},
+    "gate_overrides": {},
+    "reason": DEFAULT_TRAINING_REASON,
+}
+
+
+def hyperparameters_text() -> str:
+    """Each hyperparameter's bound, for the DAG's form and the CLI's help."""
+    return "; ".join(f"{name}: {bound.text()}" for name, bound in HYPERPARAMETER_BOUNDS.items())
+
+
+@dataclass(frozen=True)
+class TrainingRequest:
+    """A checked request for a `training` run (JSON-friendly through `to_conf`)."""
+
+    training_start: str | None
+    training_end: str | None
+    hyperparameters: dict[str, int | float]
+    gate_overrides: dict[str, dict[str, float]]
+    reason: str
+
+    def to_conf(self) -> dict[str, Any]:
+        """The request as a run's conf (what an XCom carries)."""
+        return {item.name: getattr(self, item.name) for item in fields(self)}
+
+
+def _refused(field: str, problem: str) -> errors.ConfigurationError:
+    return errors.ConfigurationError(f"{field}: {problem}" if field else problem)
+
+
+def _within(field: str, name: str) -> str:
+    return f"{field}.{name}" if field else name
+
+
+def _object(value: object, field: str, what: str) -> Mapping[Any, Any]:
+    if not isinstance(value, Mapping):
+        raise _refused(field, f"must be a JSON object of {what}, got {errors.shown(value)}")
+    return value
+
+
+def check_day(value: object, field: str) -> str | None:
+    """A day of the training window: None, or exactly YYYY-MM-DD naming a calendar day."""
+    if value is None:
+        return None
+    if strict_day(value) is None:
+        raise _refused(field, f"{errors.shown(value)} is not a date: use YYYY-MM-DD")
+    return str(value)
+
+
+def check_hyperparameters(values: object, field: str = "hyperparameters") -> dict[str, Any]:
+    """Hyperparameter overrides: known names, each within its bound (ints stay ints)."""
+    checked = {}
+    for name, value in _object(values, field, "hyperparameters").items():
+        if name not in HYPERPARAMETER_BOUNDS:
+            raise _refused(
+                field,
+                f"unknown hyperparameter {errors.shown(name)}; "
+                f"allowed: {', '.join(HYPERPARAMETER_BOUNDS)}",
+            )
+        checked[name] = HYPERPARAMETER_BOUNDS[name].check(value, _within(field, name))
+    return checked
+
+
+def check_gate_overrides(
+    values: object, gated_metrics: Collection[str] | None = None, field: str = "gate_overrides"
+) -> dict[str, dict[str, float]]:
+    """Gate overrides: metric -> {threshold, min_absolute_change, min_relative_change}, each
+    within its bound; with `gated_metrics`, only metrics the gate judges."""
+    checked: dict[str, dict[str, float]] = {}
+    for metric, changes in _object(values, field, "metric: {field: value}").items():
+        if metric not in GATE_METRIC_RANGES:
+            raise _refused(
+                field,
+                f"unknown metric {errors.shown(metric)}; allowed: {', '.join(GATE_METRIC_RANGES)}",
+            )
+        where = _within(field, metric)
+        if gated_metrics is not None and metric not in gated_metrics:
+            raise _refused(
+                where,
+                f"the gate does not judge {metric}; it judges {', '.join(gated_metrics)} "
+                "(MLOPS_GATE__THRESHOLDS)",
+            )
+        bounds = gate_rule_bounds(metric)
+        checked[metric] = {}
+        for name, value in _object(changes, where, "field: value").items():
+            if name not in bounds:
+                raise _refused(
+                    where, f"unknown field {errors.shown(name)}; allowed: {', '.join(bounds)}"
+                )
+            checked[metric][name] = bounds[name].check(value, _within(where, name))
+    return checked
+
+
+def check_reason(value: object, field: str = "reason") -> str:
+    """Why a model is trained: text of 3 to 500 characters, not only white space."""
+    if not isinstance(value, str):
+        raise _refused(field, f"must be text, got {errors.shown(value)}")
+    if not MIN_REASON_CHARS <= len(value) <= MAX_REASON_CHARS or not re.search(
+        REASON_PATTERN, value
+    ):
+        raise _refused(
+            field,
+            f"must be {MIN_REASON_CHARS} to {MAX_REASON_CHARS} characters, not only white space "
+            f"(got {len(value)})",
+        )
+    return value
+
+
+def validate_training_request(
+    conf: Mapping[str, Any] | None, gated_metrics: Collection[str] | None = None
+) -> TrainingRequest:
+    """A `training` run's conf (or the CLI's options) checked before any work: the Params'
+    schemas, finite numbers only, no unknown keys, the window's start on or before its
+    end. Absent keys take the Params' defaults. Raises a `ConfigurationError` (permanent)
+    naming the field."""
+    given = _object({} if conf is None else conf, "", "training parameters")
+    unknown = [key for key in given if key not in TRAINING_PARAM_DEFAULTS]
+    if unknown:
+        raise _refused(
+            "",
+            f"unknown training parameter {errors.shown(unknown[0])}; "
+            f"allowed: {', '.join(TRAINING_PARAM_DEFAULTS)}",
+        )
+    values = {**TRAINING_PARAM_DEFAULTS, **given}
+    start = check_day(values["training_start"], "training_start")
+    end = check_day(values["training_end"], "training_end")
+    if start is not None and end is not None and start > end:
+        raise _refused("training_start", f"{start} is after training_end {end}")
+    return TrainingRequest(
+        training_start=start,
+        training_end=end,
+        hyperparameters=check_hyperparameters(values["hyperparameters"]),
+        gate_overrides=check_gate_overrides(values["gate_overrides"], gated_metrics),
+        reason=check_reason(values["reason"]),
+    )

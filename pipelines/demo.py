@@ -38,7 +38,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from pipelines import contracts, lake, monitor, promote, score, synthetic
+from pipelines import contracts, lake, monitor, promote, score, security, synthetic
 from pipelines.orchestrator import AirflowApi, AirflowError, LocalAirflow
 from pipelines.settings import Settings, load_settings
 
@@ -101,7 +101,7 @@ def fresh_state_root(settings: Settings) -> None:
             )
         print(f"removing the previous demo's state under {root}", flush=True)
         shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
+    security.private_state_root(root)
     (root / MARKER).write_text(json.dumps({"made_by": "make demo", "at": _now()}) + "\n")
 
 

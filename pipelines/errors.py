@@ -26,6 +26,11 @@ class UnreadablePartitionError(DataQualityError):
     """A partition's file is corrupt or truncated and was quarantined."""
 
 
+class ContractViolationError(DataQualityError):
+    """A partition's files do not have the contract's columns and types, and no lossless
+    cast gives them."""
+
+
 class NoFeaturesError(DataQualityError):
     """No validated features exist in the window a night would be scored from."""
 
@@ -53,3 +58,18 @@ class NoChampionError(PermanentError):
 class RerunError(PermanentError):
     """A task was cleared alone, but the inputs it needs are gone: the message says what to
     clear instead."""
+
+
+def shown(value: object, limit: int = 80) -> str:
+    """A value as a message may echo it: its repr with non-ASCII escaped (a Cyrillic
+    look-alike never reads as Latin), cut at `limit` characters with its full length said."""
+    return _cut(ascii(value), len(str(value)), limit)
+
+
+def brief(text: str, limit: int = 200) -> str:
+    """A message from elsewhere (a library's error), escaped and cut like `shown`."""
+    return _cut(text.encode("ascii", "backslashreplace").decode(), len(text), limit)
+
+
+def _cut(text: str, length: int, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({length} characters)"

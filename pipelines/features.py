@@ -25,7 +25,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import yaml
 
-from pipelines import lake
+from pipelines import faults, lake
 from pipelines.errors import ConfigurationError
 from pipelines.settings import Settings
 
@@ -560,6 +560,8 @@ def materialize_window(
     for offset in range(0, latest.num_rows, batch_rows):
         chunk = latest.slice(offset, batch_rows).to_pandas()
         store.write_to_online_store(view.name, chunk)
+        faults.crash_here(settings, "materialize.batch_written")
+    faults.crash_here(settings, "materialize.written")
     store.registry.apply_materialization(view, store.project, start, end)
     result = MaterializationResult(
         feature_view=view.name,

@@ -38,12 +38,13 @@ def _day(value: str | date | datetime) -> date:
 
 
 def raw_partition_in_lake(night: str | date | None) -> str:
-    """Where the night's raw partition lands, relative to the lake's root."""
+    """The night's raw data files, as a glob relative to the lake's root."""
     from pipelines import lake
 
     settings = load_settings()
-    path = lake.partition_file(settings.raw_root, settings.dataset.raw_dataset, _day(night))
-    return str(path.relative_to(settings.lake_root))
+    folder = lake.partition_dir(settings.raw_root, settings.dataset.raw_dataset, _day(night))
+    # Python's glob skips dot-names, so a file still being written aside is not "landed".
+    return str(folder.relative_to(settings.lake_root) / "*.parquet")
 
 
 def landing_alert(night: str | None, error: BaseException | None) -> str | None:
@@ -57,11 +58,11 @@ def landing_alert(night: str | None, error: BaseException | None) -> str | None:
         return None
     settings = load_settings()
     day = _day(night)
-    path = lake.partition_file(settings.raw_root, settings.dataset.raw_dataset, day)
+    path = lake.partition_dir(settings.raw_root, settings.dataset.raw_dataset, day)
     waited = timedelta(seconds=settings.schedule.landing_timeout_seconds)
     message = (
         f"raw partition {settings.dataset.raw_dataset} date={day.isoformat()} has not landed "
-        f"within {waited}: expected {path}"
+        f"within {waited}: expected parquet files in {path}"
     )
     quarantined = validate.quarantine_result(settings, day)
     if quarantined.exists():
@@ -85,9 +86,10 @@ def publish_partition(night: str | date) -> str:
 
 def materialize(night: str | date) -> dict[str, Any]:
     """Apply the Feast repo, then materialize the night's window into the online store."""
-    from pipelines import features
+    from pipelines import features, validate
 
     settings = load_settings()
+    validate.refuse_future_night(settings, _day(night))
     store = features.apply_repo(settings)
     start, end = features.materialization_window(settings, *features.day_interval(_day(night)))
     return asdict(features.materialize_window(settings, start, end, store))
@@ -156,13 +158,17 @@ def train_model(
     hyperparameters: dict[str, Any] | None = None,
     tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Train and register a candidate from a saved training set."""
+    """Train and register a candidate from a saved training set (first closing, as failed,
+    the runs of training processes that were killed)."""
     import pandas as pd
 
-    from pipelines import train
+    from pipelines import tracking, train
 
+    settings = load_settings()
+    tracking.close_abandoned_runs(settings, settings.training.model_name)
     frame = pd.read_parquet(training_set_path)
-    return asdict(train.train_and_register(load_settings(), frame, hyperparameters, tags))
+    labelled = {**(tags or {}), **tracking.process_tags()}
+    return asdict(train.train_and_register(settings, frame, hyperparameters, labelled))
 
 
 def _holdout(settings: Settings, training_set_path: str) -> pd.DataFrame:
@@ -276,11 +282,26 @@ def train_and_gate(
     hyperparameters: dict[str, Any] | None,
     reason: str,
     actor: str,
+    gate_overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The training DAG's steps in one process (for the CLI), with the same functions."""
-    training_set = build_training_set(as_of, prediction_start, prediction_end)
-    candidate = train_model(training_set["path"], hyperparameters, {"reason": reason})
-    gate = evaluate_candidate(training_set["path"], candidate["version"])
+    """The training DAG's steps in one process (for the CLI), with the same functions: the
+    request is checked first, as the DAG's first task checks it."""
+    from pipelines import training_request
+
+    request = training_request.check(
+        {
+            "training_start": prediction_start,
+            "training_end": prediction_end,
+            "hyperparameters": hyperparameters or {},
+            "gate_overrides": gate_overrides or {},
+            "reason": reason,
+        }
+    )
+    training_set = build_training_set(as_of, request.training_start, request.training_end)
+    candidate = train_model(
+        training_set["path"], request.hyperparameters, {"reason": request.reason}
+    )
+    gate = evaluate_candidate(training_set["path"], candidate["version"], request.gate_overrides)
     infra = check_infra(training_set["path"], candidate["version"])
     if promotion_route(gate, infra) == "reject":
         outcome: Any = reject_candidate(
@@ -288,7 +309,7 @@ def train_and_gate(
         )
     else:
         outcome = promote_candidate(
-            candidate["version"], gate["champion_version"], reason, actor, "cli"
+            candidate["version"], gate["champion_version"], request.reason, actor, "cli"
         )
     return {"candidate": candidate, "gate": gate, "infra_check": infra, "outcome": outcome}
 

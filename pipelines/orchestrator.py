@@ -3,6 +3,9 @@
 The demo and the tests drive Airflow the way its users do: a scheduler, dag-processor,
 API server and triggerer on the settings' executor and metadata database, reached only
 through the REST API (log in, trigger with a partition key, backfill, clear, watch).
+`python -m pipelines ui` (`make airflow`) runs the same components for people. Only the
+API server listens, on loopback unless the settings say otherwise; everything they write
+is private to their owner.
 
 Airflow reads its configuration when it is first imported, so `use_project_airflow`
 must run before anything imports `airflow` in this process.
@@ -23,16 +26,19 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipelines import security
 from pipelines.settings import Settings
 
 STARTUP_TIMEOUT = 300.0
 # Generous: on a machine loaded well past its cores, SQLite-backed endpoints can stall.
 HTTP_TIMEOUT = 120.0
 HTTP_ATTEMPTS = 4
+LOOPBACK = "127.0.0.1"
+ADMIN = "admin"  # the user Airflow's simple auth manager has by default
 # The log servers bind every interface and fixed ports: nothing here reads logs remotely
 # (the API server reads task logs from the shared logs folder).
 SCHEDULER = ["scheduler", "--skip-serve-logs"]
-API_SERVER = ["api-server", "--host", "127.0.0.1"]
+API_SERVER = ["api-server"]  # on the host and port of its environment (`LocalAirflow`)
 DAG_PROCESSOR = ["dag-processor"]
 TRIGGERER = ["triggerer", "--skip-serve-logs"]
 LOCAL_COMPONENTS = {
@@ -56,7 +62,8 @@ def use_project_airflow(settings: Settings) -> None:
     # `airflow standalone` and the executors spawn `airflow` by name: use this interpreter's.
     bin_dir = os.path.dirname(sys.executable)
     os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
-    settings.airflow_home.mkdir(parents=True, exist_ok=True)
+    security.private_state_root(settings.state_root)
+    settings.airflow_home.mkdir(mode=security.PRIVATE_DIRECTORY_MODE, exist_ok=True)
     if str(settings.project_root) not in sys.path:
         sys.path.insert(0, str(settings.project_root))
 
@@ -64,7 +71,7 @@ def use_project_airflow(settings: Settings) -> None:
 def free_port() -> int:
     """A TCP port on loopback that nothing listens on now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((LOOPBACK, 0))
         return sock.getsockname()[1]
 
 
@@ -85,11 +92,13 @@ def wait_for(what: str, probe: Callable[[], Any], timeout: float, every: float =
 
 
 class LocalAirflow:
-    """Airflow's components as subprocesses of one process group, on a private port.
+    """Airflow's components as subprocesses of one process group, in a private state root:
+    whatever they create is their owner's alone, and only the API server listens.
 
     The configuration is the settings' own (`Settings.airflow_env()`: home, DAGs, executor,
-    metadata database, parallelism), the MLOPS variables its tasks see, a private port and
-    secrets, and `overrides`. `stop()` reports anything of it that outlived it.
+    metadata database, parallelism), the MLOPS variables its tasks see, the API server's
+    address (a private port of loopback; with `on_ui_address`, the settings' UI host and
+    port), fresh secrets, and `overrides`. `stop()` reports anything of it that outlived it.
     """
 
     def __init__(
@@ -98,11 +107,16 @@ class LocalAirflow:
         mlops_env: Mapping[str, str],
         components: Mapping[str, Sequence[str]] = LOCAL_COMPONENTS,
         overrides: Mapping[str, str] | None = None,
+        on_ui_address: bool = False,
     ) -> None:
         self.settings = settings
         self.home = settings.airflow_home
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        if on_ui_address:
+            ui = settings.airflow
+            self.host, self.port, self.url = ui.ui_host, ui.ui_port, ui.ui_url
+        else:
+            self.host, self.port = LOOPBACK, free_port()
+            self.url = f"http://{LOOPBACK}:{self.port}"
         self.components = dict(components)
         self.processes: dict[str, subprocess.Popen] = {}
         self.group: int | None = None
@@ -121,7 +135,7 @@ class LocalAirflow:
         bin_dir = str(Path(sys.executable).parent)  # executors spawn `airflow` by name
         env["PATH"] = os.pathsep.join(p for p in (bin_dir, env.get("PATH", "")) if p)
         env |= {
-            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__HOST": self.host,
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__API__BASE_URL": self.url,
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
@@ -140,8 +154,14 @@ class LocalAirflow:
 
     def start(self) -> None:
         """Migrate the metadata database, then start every component."""
-        self.home.mkdir(parents=True, exist_ok=True)
-        with (self.home / "db-migrate.log").open("wb") as log:
+        security.private_state_root(self.settings.state_root)
+        self.home.mkdir(mode=security.PRIVATE_DIRECTORY_MODE, exist_ok=True)
+        # The admin's password, generated here: Airflow would print (and log) one it makes.
+        passwords = Path(self.env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
+        if not passwords.exists():
+            with security.open_private(passwords) as file:
+                file.write(json.dumps({ADMIN: secrets.token_urlsafe(16)}).encode())
+        with security.open_private(self.home / "db-migrate.log") as log:
             subprocess.run(
                 [sys.executable, "-m", "airflow", "db", "migrate"],
                 env=self.env,
@@ -149,9 +169,10 @@ class LocalAirflow:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                umask=security.PRIVATE_UMASK,
             )
         for name, args in self.components.items():
-            with (self.home / f"{name}.log").open("wb") as log:
+            with security.open_private(self.home / f"{name}.log") as log:
                 process = subprocess.Popen(
                     [sys.executable, "-m", "airflow", *args],
                     env=self.env,
@@ -160,6 +181,7 @@ class LocalAirflow:
                     stderr=subprocess.STDOUT,
                     # One group for every component: the first one leads it.
                     process_group=self.group or 0,
+                    umask=security.PRIVATE_UMASK,
                 )
             self.group = self.group or process.pid
             self.processes[name] = process

@@ -3,34 +3,40 @@
 The champion is sacred: the `champion` alias moves only after the candidate
 passed the gate (value thresholds, and change thresholds against the current
 champion on the same holdout) and the infra check (loaded from the registry in
-a fresh process, it scores a sample with valid probabilities). Every alias move
-is an MLflow run in the `<model>-registry-audit` experiment: who, when, why,
-from which version to which. Moves happen under a lock and only if the
+a fresh process, it scores a sample with valid probabilities). Every registry
+change is journaled as an MLflow run in the `<model>-registry-audit` experiment
+(who, when, why, each alias from which version to which) before any alias moves,
+and closed after; a change a crash interrupted is completed by the next one, so
+no alias moves without its record. Changes happen under a lock and only if the
 champion is still the one the gate compared against. The lock is a Postgres advisory
 lock when the registry is shared across hosts (`Settings.registry_lock_url`).
 """
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import hashlib
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from pipelines import tracking
+from pipelines import faults, tracking
 from pipelines.errors import PromotionError
 from pipelines.settings import MetricThreshold, Settings
+
+_PR_SET_PDEATHSIG = 1  # prctl(2)
 
 CHAMPION = "champion"
 PREVIOUS_CHAMPION = "previous_champion"
@@ -71,6 +77,7 @@ class AliasMove:
     reason: str
     actor: str
     source: str
+    state: str = "done"
 
 
 def _at_least(value: float, bound: float) -> bool:
@@ -205,7 +212,13 @@ def infra_check(
     sample.to_parquet(sample_path, index=False)
     command = [sys.executable, "-m", "pipelines", "infra-check", version, str(sample_path)]
     done = subprocess.run(
-        command, capture_output=True, text=True, env=os.environ.copy(), timeout=600, check=False
+        command,
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=600,
+        check=False,
+        preexec_fn=_dies_with(os.getpid()),
     )
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
@@ -216,6 +229,20 @@ def infra_check(
     client.set_model_version_tag(name, version, "infra_check.passed", str(result.passed).lower())
     client.set_model_version_tag(name, version, "infra_check.detail", result.detail)
     return result
+
+
+def _dies_with(parent: int) -> Callable[[], None] | None:
+    """A child-process hook that has Linux kill the child when `parent` dies (even by
+    SIGKILL, which runs no clean-up), so a killed task leaves no orphan behind."""
+    if not sys.platform.startswith("linux"):
+        return None
+
+    def arm() -> None:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
+
+    return arm
 
 
 def score_sample_here(settings: Settings, version: str, sample_path: Path) -> InfraCheck:
@@ -297,48 +324,147 @@ def _advisory_lock(url: str, name: str) -> Iterator[None]:
         connection.close()
 
 
-def _record(settings: Settings, move: AliasMove) -> None:
-    import mlflow
+# The audit trail is a journal: one MLflow run per registry change, written before any
+# alias moves (state "intent", the run RUNNING) and closed after the last one ("done").
+# Whoever next takes the registry lock completes a change a crash interrupted, so an
+# alias never moves without its record.
+_STATE = "audit.state"
+_INTENT, _DONE = "intent", "done"
 
-    tracking.mlflow_client(settings)
-    experiment = tracking.experiment_id(settings, f"{settings.training.model_name}-registry-audit")
-    name = f"{move.action}-{move.alias}-v{move.to_version or 'none'}"
-    with mlflow.start_run(
-        experiment_id=experiment, run_name=name, nested=mlflow.active_run() is not None
-    ):
-        mlflow.set_tags(
-            {f"audit.{k}": "" if v is None else str(v) for k, v in asdict(move).items()}
+
+@dataclass(frozen=True)
+class PlannedMove:
+    """One alias move of a change, decided before any alias moves."""
+
+    alias: str
+    from_version: str | None
+    to_version: str | None
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One registry change: its alias moves and why, as journaled."""
+
+    run_id: str
+    state: str
+    when: str
+    action: str
+    reason: str
+    actor: str
+    source: str
+    moves: tuple[PlannedMove, ...]
+
+    def alias_moves(self) -> list[AliasMove]:
+        """The change as audit-trail entries, one per alias."""
+        return [
+            AliasMove(
+                self.when,
+                self.action,
+                move.alias,
+                move.from_version,
+                move.to_version,
+                self.reason,
+                self.actor,
+                self.source,
+                "done" if self.state == _DONE else "pending",
+            )
+            for move in self.moves
+        ]
+
+
+def _audit_experiment(settings: Settings) -> str:
+    return tracking.experiment_id(settings, f"{settings.training.model_name}-registry-audit")
+
+
+def records(settings: Settings, state: str | None = None) -> list[AuditRecord]:
+    """Every journaled registry change (or those in one state), oldest first."""
+    client = tracking.mlflow_client(settings)
+    query = f"tags.`{_STATE}` = '{state}'" if state else ""
+    runs = client.search_runs(
+        [_audit_experiment(settings)], query, order_by=["attributes.start_time ASC"]
+    )
+    found = []
+    for run in runs:
+        tags = run.data.tags
+        found.append(
+            AuditRecord(
+                run_id=run.info.run_id,
+                state=tags.get(_STATE, _DONE),
+                when=tags.get("audit.when", ""),
+                action=tags.get("audit.action", ""),
+                reason=tags.get("audit.reason", ""),
+                actor=tags.get("audit.actor", ""),
+                source=tags.get("audit.source", ""),
+                moves=tuple(PlannedMove(**m) for m in json.loads(tags.get("audit.moves", "[]"))),
+            )
         )
+    return sorted(found, key=lambda record: record.when)
 
 
-def _move(
+def _carry_out(settings: Settings, record: AuditRecord) -> AuditRecord:
+    """Move every alias of a journaled change (again, harmlessly), then close its record."""
+    client = tracking.mlflow_client(settings)
+    name = settings.training.model_name
+    for move in record.moves:
+        if move.to_version is None:
+            if alias_version(settings, move.alias) is not None:
+                client.delete_registered_model_alias(name, move.alias)
+        else:
+            client.set_registered_model_alias(name, move.alias, move.to_version)
+        faults.crash_here(settings, f"registry.moved.{move.alias}")
+    client.set_tag(record.run_id, _STATE, _DONE)
+    client.set_terminated(record.run_id, "FINISHED")
+    return replace(record, state=_DONE)
+
+
+def _journal(
     settings: Settings,
     action: str,
-    alias: str,
-    version: str | None,
+    moves: list[PlannedMove],
     reason: str,
     actor: str,
     source: str,
-) -> AliasMove:
+) -> list[AliasMove]:
+    """Record a change as intended, carry it out, and close it: its audit-trail entries."""
     client = tracking.mlflow_client(settings)
-    name = settings.training.model_name
-    before = alias_version(settings, alias)
-    if version is None:
-        client.delete_registered_model_alias(name, alias)
-    else:
-        client.set_registered_model_alias(name, alias, version)
-    move = AliasMove(
-        when=datetime.now(UTC).isoformat(),
-        action=action,
-        alias=alias,
-        from_version=before,
-        to_version=version,
-        reason=reason,
-        actor=actor,
-        source=source,
+    when = datetime.now(UTC).isoformat()
+    name = f"{action}-" + ",".join(f"{m.alias}=v{m.to_version or 'none'}" for m in moves)
+    tags = {
+        _STATE: _INTENT,
+        "audit.when": when,
+        "audit.action": action,
+        "audit.reason": reason,
+        "audit.actor": actor,
+        "audit.source": source,
+        "audit.moves": json.dumps([asdict(move) for move in moves]),
+    }
+    run = client.create_run(_audit_experiment(settings), tags=tags, run_name=name)
+    record = AuditRecord(
+        run.info.run_id, _INTENT, when, action, reason, actor, source, tuple(moves)
     )
-    _record(settings, move)
-    return move
+    faults.crash_here(settings, "registry.intent_recorded")
+    return _carry_out(settings, record).alias_moves()
+
+
+def complete_interrupted(settings: Settings) -> list[AuditRecord]:
+    """Finish every change a crash left half done (call under the registry lock)."""
+    return [_carry_out(settings, record) for record in records(settings, _INTENT)]
+
+
+def _latest(settings: Settings, alias: str) -> AuditRecord | None:
+    """The latest journaled change that moved `alias`."""
+    moved = [r for r in records(settings) if any(m.alias == alias for m in r.moves)]
+    return moved[-1] if moved else None
+
+
+def _same_request(record: AuditRecord | None, action: str, source: str, version: str) -> bool:
+    """Whether `record` is this very request, already carried out (a rerun of its task)."""
+    return (
+        record is not None
+        and bool(source)
+        and (record.action, record.source) == (action, source)
+        and any(move.to_version == version for move in record.moves)
+    )
 
 
 def promote(
@@ -355,8 +481,12 @@ def promote(
     against a model that is no longer serving, so its verdict is stale.
     """
     with registry_lock(settings):
+        complete_interrupted(settings)
         _require_version(settings, version)
         current = alias_version(settings, CHAMPION)
+        latest = _latest(settings, CHAMPION)
+        if current == version and _same_request(latest, "promote", source, version):
+            return latest.alias_moves()  # type: ignore[union-attr]
         if current == version:
             raise PromotionError(f"v{version} is already the champion")
         if current != expected_champion:
@@ -367,12 +497,12 @@ def promote(
         moves = []
         if current is not None:
             moves.append(
-                _move(settings, "promote", PREVIOUS_CHAMPION, current, reason, actor, source)
+                PlannedMove(PREVIOUS_CHAMPION, alias_version(settings, PREVIOUS_CHAMPION), current)
             )
-        moves.append(_move(settings, "promote", CHAMPION, version, reason, actor, source))
+        moves.append(PlannedMove(CHAMPION, current, version))
         if alias_version(settings, CHALLENGER) == version:
-            moves.append(_move(settings, "promote", CHALLENGER, None, reason, actor, source))
-        return moves
+            moves.append(PlannedMove(CHALLENGER, version, None))
+        return _journal(settings, "promote", moves, reason, actor, source)
 
 
 def reject(
@@ -380,12 +510,18 @@ def reject(
 ) -> AliasMove:
     """Keep the champion; the candidate becomes the `challenger`, with the reason recorded."""
     with registry_lock(settings):
+        complete_interrupted(settings)
         _require_version(settings, version)
+        latest = _latest(settings, CHALLENGER)
+        if _same_request(latest, "reject", source, version):
+            return latest.alias_moves()[0]  # type: ignore[union-attr]
         client = tracking.mlflow_client(settings)
         client.set_model_version_tag(
             settings.training.model_name, version, "rejected_because", reason
         )
-        return _move(settings, "reject", CHALLENGER, version, reason, actor, source)
+        before = alias_version(settings, CHALLENGER)
+        move = PlannedMove(CHALLENGER, before, version)
+        return _journal(settings, "reject", [move], reason, actor, source)[0]
 
 
 @dataclass(frozen=True)
@@ -429,7 +565,11 @@ def apply_rollback(
 ) -> list[AliasMove]:
     """Carry out a decided rollback; run again (after a crash, say) it only completes it."""
     with registry_lock(settings):
+        complete_interrupted(settings)
         current = alias_version(settings, CHAMPION)
+        latest = _latest(settings, CHAMPION)
+        if current == target.version and _same_request(latest, "rollback", source, current):
+            return latest.alias_moves()  # type: ignore[union-attr]
         if current not in (target.version, target.replaces):
             raise PromotionError(
                 f"the champion moved to v{current} after the rollback to v{target.version} "
@@ -437,17 +577,13 @@ def apply_rollback(
             )
         moves = []
         if current != target.version:
-            moves.append(
-                _move(settings, "rollback", CHAMPION, target.version, reason, actor, source)
-            )
+            moves.append(PlannedMove(CHAMPION, current, target.version))
         previous = alias_version(settings, PREVIOUS_CHAMPION)
         if target.replaces is not None and previous != target.replaces:
-            moves.append(
-                _move(
-                    settings, "rollback", PREVIOUS_CHAMPION, target.replaces, reason, actor, source
-                )
-            )
-        return moves
+            moves.append(PlannedMove(PREVIOUS_CHAMPION, previous, target.replaces))
+        if not moves:
+            return []
+        return _journal(settings, "rollback", moves, reason, actor, source)
 
 
 def rollback(
@@ -458,19 +594,6 @@ def rollback(
 
 
 def history(settings: Settings) -> list[AliasMove]:
-    """Every alias move of the model, oldest first."""
-    tracking.mlflow_client(settings)
-    client = tracking.mlflow_client(settings)
-    experiment = client.get_experiment_by_name(f"{settings.training.model_name}-registry-audit")
-    if experiment is None:
-        return []
-    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
-    moves = []
-    for run in runs:
-        tags = {
-            k.removeprefix("audit."): v for k, v in run.data.tags.items() if k.startswith("audit.")
-        }
-        moves.append(
-            AliasMove(**{k: (tags.get(k) or None) for k in AliasMove.__dataclass_fields__})
-        )
-    return sorted(moves, key=lambda move: move.when or "")
+    """Every alias move of the model, oldest first (a change a crash interrupted, and no
+    one completed yet, shows as `pending`)."""
+    return [move for record in records(settings) for move in record.alias_moves()]

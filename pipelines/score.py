@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from pipelines import features, lake, promote, tracking
+from pipelines import faults, features, lake, promote, tracking
 from pipelines.errors import NoChampionError, NoFeaturesError, RerunError
 from pipelines.settings import Settings
 
@@ -99,15 +99,21 @@ def _customers_below(found: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     Between two consecutive edges each file holds customers at its row group's density
     (rows over the span of ids it covers). Files are taken as independent draws of ids,
     so a span of n ids held at densities d1, d2, ... holds n * (1 - prod(1 - d))
-    customers: exact for daily snapshots of dense ids, close under random churn.
+    customers: exact for daily snapshots of dense ids, close under random churn. Edges
+    are Python integers: the edge after the greatest id may be 2**63, beyond int64.
     """
-    edges = np.unique(np.concatenate([np.r_[ranges[:, 0], ranges[:, 1] + 1] for ranges in found]))
+    bounds = [
+        np.r_[ranges[:, 0].astype(object), ranges[:, 1].astype(object) + 1] for ranges in found
+    ]
+    edges = np.unique(np.concatenate(bounds))
+    inner = edges[:-1].astype(np.int64)
     spans = np.diff(edges).astype(np.float64)
     missed = np.ones(len(spans))
     for ranges in found:
-        group = np.searchsorted(ranges[:, 0], edges[:-1], side="right") - 1
-        inside = (group >= 0) & (edges[:-1] <= ranges[np.maximum(group, 0), 1])
-        density = ranges[:, 2] / (ranges[:, 1] - ranges[:, 0] + 1)
+        group = np.searchsorted(ranges[:, 0], inner, side="right") - 1
+        inside = (group >= 0) & (inner <= ranges[np.maximum(group, 0), 1])
+        widths = ranges[:, 1].astype(np.float64) - ranges[:, 0].astype(np.float64) + 1
+        density = ranges[:, 2] / widths
         missed *= 1 - np.where(inside, np.minimum(density[np.maximum(group, 0)], 1.0), 0.0)
     return edges, np.r_[0.0, np.cumsum(spans * (1 - missed))]
 
@@ -130,9 +136,11 @@ def _shards_from_statistics(
     edges, below = _customers_below(found)
     total = below[-1]
     count = min(max_shards, max(1, math.ceil(round(total) / shard_rows)))
-    cuts = np.floor(np.interp(total * np.arange(1, count) / count, below, edges))
+    # Interpolated in floats (whose steps near 2**63 are 2,048 ids): a cut is only where a
+    # shard ends, so it may be off by that much; it stays an integer inside the range.
+    cuts = np.interp(total * np.arange(1, count) / count, below, edges.astype(np.float64))
     least, greatest = int(edges[0]), int(edges[-1]) - 1
-    starts = [least, *sorted({int(cut) for cut in cuts if least < cut <= greatest})]
+    starts = [least, *sorted({int(cut) for cut in np.floor(cuts) if least < int(cut) <= greatest})]
     lasts = [start - 1 for start in starts[1:]] + [greatest]
     return [
         {"index": index, "first": first, "last": last}
@@ -478,6 +486,7 @@ def score_shard(
     table = staged_table(settings, rows, scores)
     target = _shard_file(settings, dataset, scoring, shard["index"])
     _write_shard(table, target)
+    faults.crash_here(settings, "scoring.shard_written")
     return {"index": shard["index"], "rows": table.num_rows, "path": str(target)}
 
 
@@ -506,7 +515,9 @@ def publish(settings: Settings, scoring: ScoringPlan, dataset: str = PREDICTIONS
     with open(joined, "rb") as handle:
         os.fsync(handle.fileno())
     target.parent.mkdir(parents=True, exist_ok=True)
+    faults.crash_here(settings, "scoring.joined")
     os.replace(joined, target)
+    faults.crash_here(settings, "scoring.renamed")
     shutil.rmtree(staging, ignore_errors=True)
     return {
         "path": str(target),
@@ -538,8 +549,12 @@ def _published_already(
     )
 
 
-def agreement(settings: Settings, day: date) -> dict[str, float]:
-    """How the shadow (challenger) predictions of a night agree with the champion's."""
+def agreement(settings: Settings, day: date) -> dict[str, float | None]:
+    """How the shadow (challenger) predictions of a night agree with the champion's.
+
+    A measure that is undefined (the rank correlation of a constant model's scores) is
+    None: a NaN would fail the task's JSON result and the MLflow metric alike.
+    """
     from scipy.stats import spearmanr
 
     names, out = settings.dataset, settings.scoring
@@ -549,13 +564,16 @@ def agreement(settings: Settings, day: date) -> dict[str, float]:
     both = champion.merge(shadow.to_pandas(), on=names.entity, suffixes=("", "_shadow"))
     scores, shadow_scores = both[out.score_column], both[f"{out.score_column}_shadow"]
     labels = both[out.predicted_label_column]
-    return {
+    constant = scores.nunique() < 2 or shadow_scores.nunique() < 2
+    measures = {
         "rows_compared": float(len(both)),
-        "rank_correlation": float(spearmanr(scores, shadow_scores).statistic),
-        "mean_absolute_difference": float((scores - shadow_scores).abs().mean()),
-        "flipped_label_share": float(
-            (labels != both[f"{out.predicted_label_column}_shadow"]).mean()
-        ),
+        "rank_correlation": None if constant else spearmanr(scores, shadow_scores).statistic,
+        "mean_absolute_difference": (scores - shadow_scores).abs().mean(),
+        "flipped_label_share": (labels != both[f"{out.predicted_label_column}_shadow"]).mean(),
+    }
+    return {
+        name: float(value) if value is not None and math.isfinite(value) else None
+        for name, value in measures.items()
     }
 
 
@@ -581,5 +599,5 @@ def shadow_score(settings: Settings, champion: ScoringPlan) -> dict[str, Any]:
                 "challenger_version": scoring.model_version,
             }
         )
-        mlflow.log_metrics(metrics)
+        mlflow.log_metrics({name: value for name, value in metrics.items() if value is not None})
     return {"status": "scored", "challenger_version": scoring.model_version, **published, **metrics}

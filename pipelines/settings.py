@@ -13,10 +13,12 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipelines import contracts
 from pipelines.contracts import ScheduleSettings
+from pipelines.errors import ConfigurationError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,6 +64,9 @@ class ValidationSettings(_Section):
 
     min_rows: int = Field(default=1, ge=0)
     max_rows: int = Field(default=50_000_000, ge=1)
+    # A partition whose day ends later than now plus this is refused: a mis-dated night
+    # would otherwise win the online store's newest-value rule for good.
+    future_tolerance: timedelta = timedelta(days=1)
 
 
 class FeastSettings(_Section):
@@ -114,6 +119,18 @@ class TrainingSettings(_Section):
     profile_bins: int = Field(default=10, ge=2)
     random_seed: int = 13
 
+    @field_validator("hyperparameters")
+    @classmethod
+    def _within_the_contracts_bounds(
+        cls, value: dict[str, float | int | str]
+    ) -> dict[str, float | int | str]:
+        """Known names within `contracts.HYPERPARAMETER_BOUNDS` (the bounds a run's
+        overrides are held to)."""
+        try:
+            return contracts.check_hyperparameters(value, "training.hyperparameters")
+        except ConfigurationError as error:
+            raise ValueError(str(error)) from None
+
 
 class GateSettings(_Section):
     """Evaluation gate, infra check and approval before an alias moves."""
@@ -129,6 +146,21 @@ class GateSettings(_Section):
     infra_check_rows: int = Field(default=500, ge=1)
     max_model_megabytes: float = Field(default=50.0, gt=0.0)
     require_approval: bool = False
+
+    @field_validator("thresholds")
+    @classmethod
+    def _metrics_of_the_contract(
+        cls, value: tuple[MetricThreshold, ...]
+    ) -> tuple[MetricThreshold, ...]:
+        """Each rule judges a metric training measures, within the bounds a run's gate
+        overrides are held to (`contracts.GATE_METRIC_RANGES`)."""
+        for rule in value:
+            limits = rule.model_dump(exclude={"metric", "greater_is_better"}, exclude_none=True)
+            try:
+                contracts.check_gate_overrides({rule.metric: limits}, field="gate.thresholds")
+            except ConfigurationError as error:
+                raise ValueError(str(error)) from None
+        return value
 
 
 class ScoringSettings(_Section):
@@ -208,6 +240,17 @@ class AirflowSettings(_Section):
     celery_broker_url: str = "redis://127.0.0.1:6379/0"
     celery_result_backend: str = "db+postgresql+psycopg2://postgres@127.0.0.1:5432/airflow"
     worker_concurrency: int = Field(default=2, ge=1)
+    # Where the API server (UI and REST API) listens when the project's commands start it
+    # (`python -m pipelines ui`, `... airflow -- api-server`): this machine only unless told
+    # otherwise (0.0.0.0: every interface).
+    ui_host: str = "127.0.0.1"
+    ui_port: int = Field(default=8080, ge=1, le=65535)
+
+    @property
+    def ui_url(self) -> str:
+        """Where the API server answers on this machine (loopback when it listens on all)."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.ui_host, self.ui_host)
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.ui_port}"
 
 
 class AlertSettings(_Section):
@@ -243,6 +286,9 @@ class Settings(BaseSettings):
     drift: DriftSettings = DriftSettings()
     mlflow: MlflowSettings = MlflowSettings()
     airflow: AirflowSettings = AirflowSettings()
+    # Fault injection for the crash suite: the process kills itself (SIGKILL) on reaching
+    # the named point (see `pipelines.faults`). Empty in any real deployment.
+    crash_point: str = ""
 
     @model_validator(mode="after")
     def _absolute_paths(self) -> Settings:
@@ -331,6 +377,10 @@ class Settings(BaseSettings):
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(
                 home / "simple_auth_manager_passwords.json"
             ),
+            "AIRFLOW__API__HOST": self.airflow.ui_host,
+            "AIRFLOW__API__PORT": str(self.airflow.ui_port),
+            # Tasks report to the API server where it listens (Airflow assumes :8080).
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.airflow.ui_url}/execution/",
             # The lake as a filesystem connection: where `check_landed` looks for nights.
             "AIRFLOW_CONN_LAKE": json.dumps(
                 {"conn_type": "fs", "extra": {"path": str(self.lake_root)}}

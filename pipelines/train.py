@@ -25,22 +25,13 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
 from xgboost import XGBClassifier
 
-from pipelines import drift, tracking
+from pipelines import contracts, drift, tracking
 from pipelines.errors import ConfigurationError
 from pipelines.settings import Settings
 
-HYPERPARAMETERS = {
-    "n_estimators": int,
-    "max_depth": int,
-    "learning_rate": float,
-    "subsample": float,
-    "colsample_bytree": float,
-    "min_child_weight": float,
-    "reg_lambda": float,
-    "reg_alpha": float,
-    "gamma": float,
-    "early_stopping_rounds": int,
-}
+# The hyperparameters a run may override, with their bounds: the contract's (defaults:
+# `TrainingSettings.hyperparameters`).
+HYPERPARAMETERS = contracts.HYPERPARAMETER_BOUNDS
 CALIBRATION_BINS = 10
 # MLflow saves scikit-learn models with skops, which loads only types declared safe.
 SKOPS_TRUSTED_TYPES = ["xgboost.core.Booster", "xgboost.sklearn.XGBClassifier"]
@@ -81,15 +72,12 @@ class TrainedModel:
 def merge_hyperparameters(
     defaults: dict[str, Any], overrides: dict[str, Any] | None
 ) -> dict[str, Any]:
-    """Settings' hyperparameters with per-run overrides; unknown names are an error."""
-    merged = dict(defaults)
-    for name, value in (overrides or {}).items():
-        if name not in HYPERPARAMETERS:
-            raise ConfigurationError(
-                f"unknown hyperparameter {name!r}; allowed: {sorted(HYPERPARAMETERS)}"
-            )
-        merged[name] = HYPERPARAMETERS[name](value)
-    return merged
+    """Settings' hyperparameters with per-run overrides, checked against the contract's
+    bounds (unknown names, text, NaN, infinities: a `ConfigurationError` naming the field)."""
+    return {
+        **contracts.check_hyperparameters(defaults, "training.hyperparameters"),
+        **contracts.check_hyperparameters(overrides or {}),
+    }
 
 
 def feature_spec(frame: pd.DataFrame, excluded: list[str]) -> FeatureSpec:

@@ -1,12 +1,15 @@
 """Validation gate: run a raw partition through its Great Expectations checkpoint.
 
-A passing partition is staged (projected onto the suite's columns) and then
-published atomically into the validated zone, the only zone Feast reads. A
-failing or unreadable partition is moved to quarantine with its result beside
-it, and the error names every failed expectation and its column.
+A partition is every parquet file in its folder, validated and published together or
+refused whole. Its files are first put on the contract's types (`pipelines.conform`:
+lossless casts only), so the suite checks exactly the bytes that are published. A
+passing partition is staged (one file, sorted by entity) and then published
+atomically into the validated zone, the only zone Feast reads. A failing, mis-dated or
+unreadable partition is moved to quarantine with its result beside it, and the error
+names every failed expectation and its column.
 
-Extra columns the suite does not name are tolerated: they are recorded in the
-result and dropped at staging, so downstream readers always see the contract.
+Extra columns the contract does not name are tolerated: they are reported in the
+outcome and dropped, so downstream readers always see the contract.
 """
 
 from __future__ import annotations
@@ -23,13 +26,17 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import lake
+from pipelines import conform, faults, lake
 from pipelines.errors import (
+    ConfigurationError,
+    ContractViolationError,
     DataQualityError,
     NotLandedError,
     RerunError,
     UnreadablePartitionError,
     ValidationFailedError,
+    brief,
+    shown,
 )
 from pipelines.settings import Settings
 
@@ -63,22 +70,36 @@ class ValidationOutcome:
     data_docs: str
 
 
-def raw_partition(settings: Settings, day: date) -> Path:
-    """The landed raw file of a day, or a clear error if it never landed."""
-    path = lake.partition_file(settings.raw_root, settings.dataset.raw_dataset, day)
+def raw_files(settings: Settings, day: date) -> list[Path]:
+    """The landed raw files of a day, or a clear error if none landed."""
+    folder = lake.partition_dir(settings.raw_root, settings.dataset.raw_dataset, day)
+    files = lake.data_files(folder)
     quarantined = quarantine_result(settings, day)
-    if not path.exists() and quarantined.exists():
+    if not files and quarantined.exists():
         raise DataQualityError(
             f"raw partition {settings.dataset.raw_dataset} date={day.isoformat()} failed "
             f"validation and was quarantined (see {quarantined}): land a corrected partition, "
             "then trigger the night again"
         )
-    if not path.exists():
+    if not files:
         raise NotLandedError(
             f"raw partition {settings.dataset.raw_dataset} date={day.isoformat()} "
-            f"has not landed: expected {path}"
+            f"has not landed: expected parquet files in {folder}"
         )
-    return path
+    return files
+
+
+def refuse_future_night(settings: Settings, day: date, now: datetime | None = None) -> None:
+    """Raise if the day ends later than now plus the tolerance: its rows would be dated in the
+    future, and would win the online store's newest-value rule for good."""
+    latest = (now or datetime.now(UTC)) + settings.validation.future_tolerance
+    day_end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+    if day_end > latest:
+        raise DataQualityError(
+            f"{settings.dataset.raw_dataset} date={day.isoformat()} is in the future: its day "
+            f"ends {day_end:%Y-%m-%d %H:%M} UTC, later than now plus "
+            f"{settings.validation.future_tolerance} (MLOPS_VALIDATION__FUTURE_TOLERANCE)"
+        )
 
 
 def _staging_file(settings: Settings, day: date) -> Path:
@@ -165,6 +186,31 @@ def validate_training_set(settings: Settings, frame: pd.DataFrame) -> dict[str, 
     return result
 
 
+def contract_schema(context: Any, suite_name: str, timestamp: str) -> pa.Schema:
+    """The Arrow schema published files have: the suite's columns, each with the type its
+    `expect_column_values_to_be_in_type_list` names; the timestamp column in UTC."""
+    declared = {
+        expectation.column: expectation.type_list
+        for expectation in context.suites.get(suite_name).expectations
+        if expectation.expectation_type == "expect_column_values_to_be_in_type_list"
+    }
+    fields = []
+    for column in contract_columns(context, suite_name):
+        kinds = [
+            conform.SUITE_TYPES[k] for k in declared.get(column, []) if k in conform.SUITE_TYPES
+        ]
+        if column == timestamp:
+            fields.append(pa.field(column, conform.TIMESTAMP))
+        elif kinds:
+            fields.append(pa.field(column, kinds[0]))
+        else:
+            raise ConfigurationError(
+                f"suite {suite_name!r} names no type for column {column!r}: add an "
+                f"expect_column_values_to_be_in_type_list with one of {sorted(conform.SUITE_TYPES)}"
+            )
+    return pa.schema(fields)
+
+
 def contract_columns(context: Any, suite_name: str) -> list[str]:
     """Columns the suite requires, in the order the suite names them."""
     suite = context.suites.get(suite_name)
@@ -206,41 +252,74 @@ def _detail(item: dict[str, Any]) -> str:
     exception = item.get("exception_info") or {}
     if exception.get("exception_message"):
         message = str(exception["exception_message"]).strip().splitlines()
-        return f"could not be evaluated ({message[0] if message else 'error'})"
+        return f"could not be evaluated ({brief(message[0]) if message else 'error'})"
     if "unexpected_count" in outcome:
         sample = outcome.get("partial_unexpected_list") or []
-        shown = f", e.g. {sample[:3]}" if sample else ""
+        examples = f", e.g. {', '.join(shown(value) for value in sample[:3])}" if sample else ""
         return (
             f"{outcome['unexpected_count']} unexpected values "
-            f"({outcome.get('unexpected_percent', 0):.2f}% of rows){shown}"
+            f"({outcome.get('unexpected_percent', 0):.2f}% of rows){examples}"
         )
     if "observed_value" in outcome:
         observed = outcome["observed_value"]
-        return f"observed {observed.item() if isinstance(observed, np.generic) else observed!r}"
+        return (
+            f"observed {shown(observed.item() if isinstance(observed, np.generic) else observed)}"
+        )
     return "failed"
 
 
-def _read(path: Path) -> pa.Table:
+def _read_file(path: Path, schema: pa.Schema) -> tuple[pa.Table, list[str]]:
+    """One landed file on the contract's types, and the columns it has beyond them."""
     try:
-        return pq.read_table(path)
+        names = pq.read_schema(path).names
+        conform.refuse_repeated_columns(names)  # before reading: Arrow's own error dumps the schema
+        table = conform.conform(pq.read_table(path), schema)
+    except ContractViolationError as error:
+        raise ContractViolationError(f"{path.name}: {error}") from error
     except (pa.ArrowException, OSError) as error:
-        raise UnreadablePartitionError(f"cannot read parquet file {path}: {error}") from error
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UnreadablePartitionError(
+            f"cannot read parquet file {path.name}: {brief(reason)}"
+        ) from error
+    return table, [name for name in names if name not in schema.names]
 
 
-def validate_partition(settings: Settings, day: date) -> ValidationOutcome:
+def read_partition(files: list[Path], schema: pa.Schema) -> tuple[pa.Table, list[str]]:
+    """All files of a partition as one table on the contract's types, and the extra columns.
+
+    Files must agree on which contract columns they hold, or the partition is refused.
+    """
+    tables, extra = [], set()
+    for path in files:
+        table, beyond = _read_file(path, schema)
+        if tables and table.schema.names != tables[0].schema.names:
+            differing = sorted(set(table.schema.names) ^ set(tables[0].schema.names))
+            raise ContractViolationError(
+                f"{path.name} and {files[0].name} differ in columns "
+                f"{', '.join(shown(name) for name in differing)}"
+            )
+        tables.append(table)
+        extra.update(beyond)
+    return pa.concat_tables(tables), sorted(extra)
+
+
+def validate_partition(
+    settings: Settings, day: date, now: datetime | None = None
+) -> ValidationOutcome:
     """Validate a landed raw partition; stage it if it passes, quarantine it if not."""
-    raw = raw_partition(settings, day)
+    files = raw_files(settings, day)
     names = settings.dataset
     label = f"{names.raw_dataset} date={day.isoformat()}"
-    try:
-        table = _read(raw)
-    except UnreadablePartitionError as error:
-        target = lake.quarantine(
-            raw, _quarantine_dir(settings, day), {"success": False, "error": str(error)}
-        )
-        raise UnreadablePartitionError(f"{label} quarantined to {target}: {error}") from error
-
+    quarantine_dir = _quarantine_dir(settings, day)
     context = gx_context(settings)
+    schema = contract_schema(context, names.expectation_suite, names.timestamp)
+    try:
+        refuse_future_night(settings, day, now)
+        table, extra = read_partition(files, schema)
+    except DataQualityError as error:
+        target = lake.quarantine(files, quarantine_dir, {"success": False, "error": str(error)})
+        raise type(error)(f"{label} quarantined to {target}: {error}") from error
+
     result = run_checkpoint(
         context, names.checkpoint, table.to_pandas(), expectation_parameters(settings, day)
     )
@@ -248,7 +327,7 @@ def validate_partition(settings: Settings, day: date) -> ValidationOutcome:
     if not result["success"]:
         failures = failed_expectations(result)
         result["failed_expectations"] = [asdict(failure) for failure in failures]
-        target = lake.quarantine(raw, _quarantine_dir(settings, day), result)
+        target = lake.quarantine(files, quarantine_dir, result)
         listing = "\n".join(f"  - {failure}" for failure in failures)
         raise ValidationFailedError(
             f"{label} failed {len(failures)} expectation(s) of suite "
@@ -256,14 +335,13 @@ def validate_partition(settings: Settings, day: date) -> ValidationOutcome:
             f"Data Docs: {docs}"
         )
 
-    columns = contract_columns(context, names.expectation_suite)
-    extra = sorted(set(table.column_names) - set(columns))
     if extra:
         log.warning("%s: dropping columns the suite does not name: %s", label, extra)
     # Sorted by entity in small row groups, so a reader of a range of entities (a
     # scoring shard) skips the rest of the file using the row-group statistics.
-    contract = table.select(columns).sort_by(names.entity)
+    contract = table.sort_by(names.entity)
     staged = lake.write_table_atomic(contract, _staging_file(settings, day), ROW_GROUP_ROWS)
+    faults.crash_here(settings, "ingest.staged")
     return ValidationOutcome(
         day=day.isoformat(),
         rows=table.num_rows,
@@ -290,5 +368,6 @@ def publish_partition(settings: Settings, day: date) -> Path:
             "`validate` with its downstream tasks (or trigger the night again), not `publish` alone"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
+    faults.crash_here(settings, "ingest.publishing")
     os.replace(staged, target)
     return target

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import copy
 import json
 import os
 import subprocess
@@ -191,6 +192,28 @@ def test_training_wiring(dag_bag):
     assert type(dag.timetable).__name__ == "CronTriggerTimetable"
     assert "0 3 * * 0" in str(dag.timetable.expression)
     assert dag.start_date is None and not dag.catchup
+
+
+def test_training_params_are_the_contracts_one_schema(dag_bag):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    from pipelines import contracts
+
+    dag = dag_bag.dags["training"]
+    # Each Param's schema and default are the contract's (the CLI and the first task check
+    # the same), the form adding only a title
+    for name, schema in contracts.TRAINING_PARAM_SCHEMAS.items():
+        param = dag.params.get_param(name)
+        assert {k: v for k, v in param.schema.items() if k != "title"} == schema, name
+        assert param.value == contracts.TRAINING_PARAM_DEFAULTS[name], name
+    # The defaults validate; NaN, an infinity and an unknown name do not
+    assert copy.deepcopy(dag.params).validate() == contracts.TRAINING_PARAM_DEFAULTS
+    for value in (float("nan"), float("inf"), 1e308):
+        params = copy.deepcopy(dag.params)
+        with pytest.raises(ParamValidationError, match="reg_lambda"):
+            params.update({"hyperparameters": {"reg_lambda": value}})
+    # The request is checked first: nothing runs before the task that checks it
+    assert [task.task_id for task in dag.roots] == ["build_training_set"]
 
 
 def test_batch_scoring_runs_once_per_night_of_features(dag_bag):

@@ -34,7 +34,7 @@ from pipelines.orchestrator import (
     wait_for,
 )
 from pipelines.settings import Settings, load_settings
-from tests.airflow_runs import NO_SCHEDULE
+from tests.airflow_runs import NO_SCHEDULE, RUN_TIMEOUT
 from tests.integration.conftest import (
     database_url,
     delete_redis_keys,
@@ -281,7 +281,7 @@ def test_celery_workers_run_the_mapped_shards_and_score_as_the_embedded_profile(
     finished = api.wait_for_run(
         "batch_scoring",
         lambda runs: next((r for r in runs if r["dag_run_id"] == run["dag_run_id"]), None),
-        300,
+        RUN_TIMEOUT,
     )
     assert finished["state"] == "success", api.tasks("batch_scoring", run["dag_run_id"])
 

@@ -62,13 +62,30 @@ def test_failure_is_posted_to_the_webhook(settings, monkeypatch):
     assert payload["alert"]["error"] == "partition has not landed"
 
 
-def test_a_broken_webhook_never_masks_the_failure(settings, monkeypatch):
-    monkeypatch.setenv("MLOPS_ALERTS__WEBHOOK_URL", "http://127.0.0.1:9/unreachable")
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("http://127.0.0.1:9/services/T0/B0/HOOKTOKEN?token=QUERYTOKEN", "127.0.0.1"),
+        ("http://hooks.example.com:HOOKTOKEN/services", "hooks.example.com"),
+        ("http://hooks.example.com/services/HOOK TOKEN", "hooks.example.com"),
+        ("hooks.example.com/services/HOOKTOKEN", "a URL without a host"),
+    ],
+)
+def test_a_broken_webhook_never_masks_the_failure_nor_logs_its_token(
+    settings, monkeypatch, caplog, url, host
+):
+    # Given a webhook that is unreachable or not even a valid URL, its token in it
+    monkeypatch.setenv("MLOPS_ALERTS__WEBHOOK_URL", url)
     monkeypatch.setenv("MLOPS_ALERTS__WEBHOOK_TIMEOUT_SECONDS", "1")
 
+    # When a task fails
     alerts.notify_failure(_context("boom"))
 
+    # Then the alert is recorded, and the log names the webhook's host, never its URL
     assert json.loads(load_settings().alerts_file.read_text())["error"] == "boom"
+    (failure,) = [r.getMessage() for r in caplog.records if "webhook" in r.getMessage()]
+    assert failure.startswith(f"alert webhook at {host} failed: ")
+    assert "TOKEN" not in caplog.text
 
 
 @pytest.mark.parametrize("context", [{}, {"exception": None}])

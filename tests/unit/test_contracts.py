@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -20,7 +21,9 @@ def test_a_night_and_its_partition_key_are_one_another():
     assert contracts.night("1998-03-03") == night
 
 
-@pytest.mark.parametrize("key", [None, "", "2026-01-05garbage", "05/01/2026", "2026-02-30"])
+@pytest.mark.parametrize(
+    "key", [None, "", "2026-01-05garbage", "05/01/2026", "2026-02-30", "20260105", "2026-1-5"]
+)
 def test_a_run_without_a_valid_night_says_how_to_trigger_it(key):
     with pytest.raises(errors.MissingPartitionKeyError, match="YYYY-MM-DD"):
         contracts.night(key)
@@ -101,3 +104,59 @@ def test_the_contracts_module_imports_only_the_standard_library():
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == '["pipelines", "pipelines.contracts", "pipelines.errors"]'
+
+
+@pytest.mark.parametrize(
+    ("text", "day"),
+    [
+        ("2026-01-05", date(2026, 1, 5)),
+        ("2024-02-29", date(2024, 2, 29)),
+        ("2026-02-29", None),
+        ("20260105", None),  # date.fromisoformat takes it
+        ("2026-W02-1", None),  # so does this
+        ("2026-1-5", None),  # strptime takes it
+        ("2026-01-05garbage", None),
+        ("2026-01-05\n", None),
+        (" 2026-01-05", None),
+        ("\u0662\u0660\u0662\u0666-\u0660\u0661-\u0660\u0665", None),  # Arabic-Indic digits
+        (20260105, None),
+        (None, None),
+    ],
+)
+def test_a_day_is_exactly_yyyy_mm_dd(text, day):
+    assert contracts.strict_day(text) == day
+
+
+# A training request's bounds and the settings' defaults -----------------------------------
+
+
+def test_the_settings_default_hyperparameters_are_within_the_contracts_bounds():
+    defaults = Settings().training.hyperparameters
+    assert contracts.check_hyperparameters(defaults) == defaults
+
+
+def test_the_gate_judges_only_metrics_of_the_contract_within_their_bounds():
+    for rule in Settings().gate.thresholds:
+        assert rule.metric in contracts.GATE_METRIC_RANGES
+        given = {
+            name: value
+            for name, value in rule.model_dump().items()
+            if name in contracts.gate_rule_bounds(rule.metric) and value is not None
+        }
+        assert contracts.check_gate_overrides({rule.metric: given}) == {rule.metric: given}
+
+
+def test_every_bound_of_a_request_is_finite_and_every_number_schema_refuses_nan():
+    import jsonschema
+
+    for name, bound in contracts.HYPERPARAMETER_BOUNDS.items():
+        assert math.isfinite(bound.maximum), name
+        schema = bound.schema()
+        assert not jsonschema.Draft202012Validator(schema).is_valid(float("nan")), name
+        assert jsonschema.Draft202012Validator(schema).is_valid(bound.maximum), name
+
+
+def test_the_params_defaults_are_a_valid_request():
+    request = contracts.validate_training_request(contracts.TRAINING_PARAM_DEFAULTS)
+    assert request.to_conf() == contracts.TRAINING_PARAM_DEFAULTS
+    assert set(contracts.TRAINING_PARAM_SCHEMAS) == set(contracts.TRAINING_PARAM_DEFAULTS)

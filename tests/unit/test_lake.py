@@ -141,7 +141,7 @@ def test_quarantine_writes_the_result_and_moves_the_file(tmp_path):
     quarantine_dir = lake.partition_dir(tmp_path / "quarantine", "activity", DAY)
     result = {"success": False, "failed": ["expect_x"], "at": datetime(2026, 1, 2)}
 
-    assert lake.quarantine(source, quarantine_dir, result) == quarantine_dir
+    assert lake.quarantine([source], quarantine_dir, result) == quarantine_dir
 
     assert not source.exists()
     assert (quarantine_dir / "part-0.parquet").read_bytes() == content
@@ -155,22 +155,54 @@ def test_quarantine_replaces_an_earlier_failed_attempt(tmp_path):
     for attempt in (1, 2):
         source = lake.partition_file(tmp_path / "raw", "activity", DAY)
         lake.write_table_atomic(table([attempt]), source)
-        lake.quarantine(source, quarantine_dir, {"attempt": attempt})
+        lake.quarantine([source], quarantine_dir, {"attempt": attempt})
 
     assert pq.read_table(quarantine_dir / "part-0.parquet").equals(table([2]))
     assert json.loads((quarantine_dir / lake.RESULT_FILE).read_text()) == {"attempt": 2}
+
+
+def test_quarantine_moves_every_file_and_drops_an_earlier_attempts_files(tmp_path):
+    quarantine_dir = lake.partition_dir(tmp_path / "quarantine", "activity", DAY)
+    folder = lake.partition_dir(tmp_path / "raw", "activity", DAY)
+    earlier = folder / "part-0.parquet"
+    lake.write_table_atomic(table([1]), earlier)
+    lake.quarantine([earlier], quarantine_dir, {"attempt": 1})
+    halves = [folder / f"part-0000{n}-c0ffee.snappy.parquet" for n in (0, 1)]
+    for n, half in enumerate(halves):
+        lake.write_table_atomic(table([n]), half)
+
+    lake.quarantine(halves, quarantine_dir, {"attempt": 2})
+
+    assert lake.data_files(folder) == []
+    assert [path.name for path in lake.data_files(quarantine_dir)] == [h.name for h in halves]
+    assert json.loads((quarantine_dir / lake.RESULT_FILE).read_text()) == {"attempt": 2}
+
+
+def test_data_files_are_the_parquet_files_not_hidden_or_underscored(tmp_path):
+    folder = lake.partition_dir(tmp_path, "activity", DAY)
+    for name in ("part-00001-x.snappy.parquet", "part-0.parquet", ".part-2.parquet.a.tmp"):
+        lake.write_bytes_atomic(b"x", folder / name)
+    for name in ("_SUCCESS", "_temporary.parquet", "notes.txt"):
+        (folder / name).write_text("")
+    (folder / "nested.parquet").mkdir()
+
+    assert [path.name for path in lake.data_files(folder)] == [
+        "part-0.parquet",
+        "part-00001-x.snappy.parquet",
+    ]
+    assert lake.data_files(tmp_path / "missing") == []
 
 
 def test_quarantine_of_a_missing_file_still_records_the_result(tmp_path):
     missing = tmp_path / "raw" / "activity" / "date=2026-01-02" / "part-0.parquet"
     quarantine_dir = tmp_path / "quarantine"
 
-    lake.quarantine(missing, quarantine_dir, {"success": False})
+    lake.quarantine([missing], quarantine_dir, {"success": False})
 
     assert os.listdir(quarantine_dir) == ["validation_result.json"]
 
 
-def test_partition_days_lists_only_days_with_a_part_file(tmp_path):
+def test_partition_days_lists_only_days_with_a_data_file(tmp_path):
     for day in (date(2026, 1, 3), date(2026, 1, 1)):
         lake.write_table_atomic(table([1]), lake.partition_file(tmp_path, "activity", day))
     # A day whose directory exists but whose file never arrived.

@@ -477,14 +477,16 @@ def test_a_rollback_run_cleared_whole_decides_the_same_target_again(registry, tr
     promote.promote(registry, trained.strong, None, "first model", "alice")
     promote.promote(registry, trained.weak, trained.strong, "retrained", "alice")
     first = promote.rollback_target(registry, None, "manual__run-1")
-    promote.apply_rollback(registry, first, "scores look wrong", "airflow", "manual__run-1")
+    done = promote.apply_rollback(registry, first, "scores look wrong", "airflow", "manual__run-1")
+    audited = len(promote.history(registry))
 
     # When the whole run is cleared: it decides its target again, then applies it
     again = promote.rollback_target(registry, None, "manual__run-1")
     moves = promote.apply_rollback(registry, again, "scores look wrong", "airflow", "manual__run-1")
 
-    # Then it decides what it decided before, and moves nothing back
-    assert again == first and moves == []
+    # Then it decides what it decided before, reports the moves it made, and moves nothing
+    assert again == first and moves == done
+    assert len(promote.history(registry)) == audited
     assert aliases(registry)["champion"] == trained.strong
     # while another run would roll back to the previous champion, as asked
     assert promote.rollback_target(registry, None, "manual__run-2").version == trained.weak

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -376,3 +378,71 @@ def test_files_whose_statistics_cannot_bound_customers_are_split_in_memory(tmp_p
     assert [(s["first"], s["last"]) for s in shards] == [
         (10**6 + 250 * i, 10**6 + 250 * i + 249) for i in range(4)
     ]
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        np.array([1, 2, 3, 2**62, 2**63 - 2, 2**63 - 1]),
+        np.r_[np.arange(1, 1_001), np.arange(2**63 - 1_000, 2**63 - 1) + 0, [2**63 - 1]],
+        np.array([-(2**63), -5, 0, 2**63 - 1]),
+    ],
+    ids=["sparse-to-max", "both-ends-dense", "whole-range"],
+)
+def test_the_whole_int64_range_is_planned(tmp_path, ids):
+    # Given a validated file (sorted by customer) whose ids reach int64's ends
+    path = tmp_path / "part-0.parquet"
+    pq.write_table(pa.table({"customer_id": pa.array(ids, pa.int64())}), path, row_group_size=64)
+
+    # When shards are cut from its statistics, and in memory
+    for shards in (
+        score._shards_from_statistics([path], "customer_id", 100, 32),
+        score._shards_in_memory([path], "customer_id", 100, 32),
+    ):
+        # Then the shards are in order, in range, and hold every customer exactly once
+        assert shards[0]["first"] == ids.min() and shards[-1]["last"] == ids.max()
+        for before, after in itertools.pairwise(shards):
+            assert before["last"] < after["first"] <= after["last"]
+        counts = [int(((ids >= s["first"]) & (ids <= s["last"])).sum()) for s in shards]
+        assert sum(counts) == len(ids)
+
+
+def test_a_customer_with_the_greatest_id_is_scored(world, monkeypatch):
+    # Given a night where one customer's id is int64's greatest value
+    settings = world
+    frame = synthetic.activity(settings.synthetic, DAY)
+    frame.loc[frame.index[-1], "customer_id"] = 2**63 - 1
+    _publish_day(settings, DAY, frame)
+    monkeypatch.setenv("MLOPS_SCORING__SHARD_ROWS", "1000")
+
+    # When the night is planned, scored and published
+    plan = score.plan(load_settings(), DAY)
+    for shard in plan.shards:
+        score.score_shard(settings, plan, shard)
+    score.publish(settings, plan)
+
+    # Then that customer has a prediction, as every other one of the night does
+    published = pq.read_table(score.partition(settings, score.PREDICTIONS, DAY))
+    assert set(frame["customer_id"]) <= set(published["customer_id"].to_pylist())
+
+
+def test_shadow_scoring_a_constant_challenger_reports_and_never_fails(world):
+    # Given a challenger that predicts the same score for everyone (no split can be made)
+    settings = world
+    constant = train.train_and_register(
+        settings, _labelled_frame(settings), {"n_estimators": 5, "min_child_weight": 10_000}
+    )
+    promote.reject(settings, constant.version, "a degenerate model", "test")
+    champion = score.plan(settings, DAY)
+    for shard in champion.shards:
+        score.score_shard(settings, champion, shard)
+    score.publish(settings, champion)
+
+    # When the night's shadow scoring runs
+    result = score.shadow_score(settings, champion)
+
+    # Then it is scored, the undefined rank correlation is None, and the result is valid JSON
+    assert result["status"] == "scored"
+    assert result["rank_correlation"] is None
+    assert result["rows_compared"] == settings.synthetic.customers
+    json.dumps(result, allow_nan=False)

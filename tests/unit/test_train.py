@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import synthetic, train
+from pipelines import contracts, synthetic, train
 from pipelines.errors import ConfigurationError
 from pipelines.settings import SyntheticSettings, TrainingSettings
 
@@ -98,10 +98,10 @@ def test_merge_hyperparameters_overrides_and_casts_without_touching_the_defaults
     defaults = dict(TrainingSettings().hyperparameters)
     before = dict(defaults)
 
-    # When a run overrides two of them (one given as text, as from a DAG param)
-    merged = train.merge_hyperparameters(defaults, {"n_estimators": "50", "learning_rate": 0.3})
+    # When a run overrides two of them (the integer as JSON may give it, 50.0)
+    merged = train.merge_hyperparameters(defaults, {"n_estimators": 50.0, "learning_rate": 0.3})
 
-    # Then the overrides win, cast to their declared types, and the rest are kept
+    # Then the overrides win, as their declared types, and the rest are kept
     assert merged == {**before, "n_estimators": 50, "learning_rate": 0.3}
     assert isinstance(merged["n_estimators"], int)
     assert defaults == before
@@ -118,6 +118,35 @@ def test_unknown_hyperparameter_is_a_configuration_error():
     # When / Then it is refused, naming the unknown name
     with pytest.raises(ConfigurationError, match="unknown hyperparameter 'n_estimator'"):
         train.merge_hyperparameters(dict(TrainingSettings().hyperparameters), {"n_estimator": 5})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"reg_lambda": float("inf")}, "hyperparameters.reg_lambda: must be a finite number"),
+        ({"reg_lambda": float("nan")}, "hyperparameters.reg_lambda: must be a finite number"),
+        ({"gamma": float("-inf")}, "hyperparameters.gamma: must be a finite number"),
+        ({"min_child_weight": 1e308}, "hyperparameters.min_child_weight: must be a number in"),
+        ({"max_depth": "abc"}, "hyperparameters.max_depth: must be an integer"),
+        ({"n_estimators": "50"}, "hyperparameters.n_estimators: must be an integer"),
+        ({"learning_rate": 0}, r"hyperparameters.learning_rate: must be a number in \(0, 1\]"),
+    ],
+)
+def test_a_hyperparameter_out_of_its_bounds_is_refused_before_training(overrides, field):
+    # The same check as the DAG's first task and the CLI: nothing reaches XGBoost
+    with pytest.raises(ConfigurationError, match=field):
+        train.merge_hyperparameters(dict(TrainingSettings().hyperparameters), overrides)
+
+
+def test_defaults_out_of_bounds_are_refused_too():
+    defaults = {**TrainingSettings().hyperparameters, "reg_lambda": float("inf")}
+
+    with pytest.raises(ConfigurationError, match=r"training\.hyperparameters\.reg_lambda"):
+        train.merge_hyperparameters(defaults, {"max_depth": 3})
+
+
+def test_the_hyperparameters_are_the_contracts():
+    assert train.HYPERPARAMETERS is contracts.HYPERPARAMETER_BOUNDS
 
 
 # Feature spec --------------------------------------------------------------------------------
@@ -182,7 +211,7 @@ def test_classification_metrics_has_every_metric_the_gate_reads():
     metrics = train.classification_metrics(labels, scores)
 
     # Then every metric is a plain float, and the ranking metrics are perfect
-    assert set(metrics) == METRICS
+    assert set(metrics) == METRICS == set(contracts.GATE_METRIC_RANGES)
     assert all(type(value) is float for value in metrics.values())
     assert metrics["roc_auc"] == 1.0
     assert metrics["pr_auc"] == 1.0

@@ -1,0 +1,102 @@
+"""The data contract's Arrow types, and the lossless casts that put a landed file on them.
+
+What the gate publishes has exactly the contract's types, so nothing downstream meets a
+type the contract does not name. A landed column may differ in a way that loses
+nothing, and is cast at staging: a narrower or unsigned integer, a float column holding
+only whole numbers (pandas' integers with nulls), float32, large or dictionary-encoded
+strings, a timestamp in another unit or time zone. Anything else refuses the partition,
+naming the column: a timestamp without a time zone (which instant is it?), one finer
+than a microsecond, fractions or values beyond int64 for an integer, any other type.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping
+
+import pyarrow as pa
+
+from pipelines.errors import ContractViolationError, brief, shown
+
+# The one timestamp type of the lake: microseconds, UTC (what Feast and pandas read back).
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+# Expectation-suite type names (pandas dtypes) and the Arrow type each stands for.
+SUITE_TYPES: Mapping[str, pa.DataType] = {
+    "int64": pa.int64(),
+    "float64": pa.float64(),
+    "str": pa.string(),
+    "string": pa.string(),
+    "object": pa.string(),
+}
+
+
+def _is_number(kind: pa.DataType) -> bool:
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind)
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    if pa.types.is_dictionary(kind):
+        return _is_text(kind.value_type)
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+
+
+# Per contract type: which landed types may be cast to it (a checked, "safe" cast).
+_CASTABLE: Mapping[pa.DataType, Callable[[pa.DataType], bool]] = {
+    pa.int64(): _is_number,
+    pa.float64(): _is_number,
+    pa.string(): _is_text,
+    TIMESTAMP: lambda kind: pa.types.is_timestamp(kind) and kind.tz is not None,
+}
+
+
+def conform_column(name: str, column: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
+    """`column` cast to `target` if that loses nothing; else a one-line error naming it."""
+    if column.type == target:
+        return column
+    if pa.types.is_timestamp(column.type) and column.type.tz is None and target == TIMESTAMP:
+        raise ContractViolationError(
+            f"column {shown(name)} is {column.type} without a time zone: the contract "
+            f"needs instants ({target}); write it with its time zone"
+        )
+    # An all-null column (pandas writes an empty object column so) fits any type.
+    if not (pa.types.is_null(column.type) or _CASTABLE[target](column.type)):
+        raise ContractViolationError(
+            f"column {shown(name)} is {column.type}; the contract needs {target}"
+        )
+    try:
+        return column.cast(target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+        reason = str(error).strip().splitlines()[0]
+        raise ContractViolationError(
+            f"column {shown(name)} ({column.type}) does not fit {target} without loss: "
+            f"{brief(reason)}"
+        ) from error
+
+
+def refuse_repeated_columns(names: list[str]) -> None:
+    """Raise naming every column name a file holds more than once."""
+    repeated = {name: count for name, count in Counter(names).items() if count > 1}
+    if repeated:
+        raise ContractViolationError(
+            "; ".join(f"column {shown(name)} appears {n} times" for name, n in repeated.items())
+        )
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """The contract's columns of `table` that it holds, cast onto the contract's types.
+
+    Columns the contract does not name are dropped; missing ones are left for the
+    expectation suite to report. Every violation is listed, in one line.
+    """
+    refuse_repeated_columns(table.column_names)
+    present = [field for field in schema if field.name in table.column_names]
+    columns, problems = [], []
+    for field in present:
+        try:
+            columns.append(conform_column(field.name, table.column(field.name), field.type))
+        except ContractViolationError as error:
+            problems.append(str(error))
+    if problems:
+        raise ContractViolationError("; ".join(problems))
+    return pa.Table.from_arrays(columns, schema=pa.schema(present))
