@@ -26,7 +26,7 @@ mlflow: $(STAMP)
 	$(PY) -m pipelines mlflow-ui
 
 test: $(STAMP)
-	$(PY) -m pytest --numprocesses auto --dist loadfile --durations=15
+	$(PY) -m pytest --numprocesses auto --dist loadfile --no-loadscope-reorder --durations=15
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -188,7 +188,7 @@ def plan(settings: Settings, day: date, alias: str = promote.CHAMPION) -> Scorin
     shards = _shards_from_statistics(files, entity, sizing.shard_rows, sizing.max_shards)
     if shards is None:
         shards = _shards_in_memory(files, entity, sizing.shard_rows, sizing.max_shards)
-    return ScoringPlan(
+    planned = ScoringPlan(
         day=day.isoformat(),
         as_of=at.isoformat(),
         model_name=name,
@@ -200,6 +200,8 @@ def plan(settings: Settings, day: date, alias: str = promote.CHAMPION) -> Scorin
         partitions=[path.parent.name for path in files],
         shards=shards,
     )
+    faults.crash_here(settings, "scoring.planned")
+    return planned
 
 
 def shard_features(

@@ -23,6 +23,31 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settin
     yield load_settings()
 
 
+# The longest files first: with `--dist loadfile --no-loadscope-reorder` (make test) each
+# worker starts on one of them, so the run never ends with one worker alone on the soak.
+LONGEST_FIRST = (
+    "tests/soak/",
+    "tests/e2e/test_batch_scoring.py",
+    "tests/integration/test_production_pipeline.py",
+    "tests/crash/",
+    "tests/e2e/test_feature_pipeline.py",
+    "tests/e2e/test_training.py",
+    "tests/browser/",
+)
+
+
+def _rank(item: pytest.Item) -> int:
+    path = item.nodeid
+    return next(
+        (n for n, prefix in enumerate(LONGEST_FIRST) if path.startswith(prefix)), len(LONGEST_FIRST)
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the longest test files first (a stable sort keeps each file's own order)."""
+    items.sort(key=_rank)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Point Airflow at a throwaway home before anything imports it."""
     home = Path(tempfile.mkdtemp(prefix="pipelines-airflow-"))

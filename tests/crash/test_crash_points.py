@@ -160,6 +160,7 @@ TRIALS: list[Trial] = [
     ("ingest", "ingest.publishing", None, _validated),
     ("materialize", "materialize.batch_written", None, _online_rows),
     ("materialize", "materialize.written", None, _online_rows),
+    ("scoring", "scoring.planned", None, _predictions),
     ("scoring", "scoring.shard_written", None, _predictions),
     ("scoring", "scoring.joined", None, _predictions),
     ("scoring", "scoring.renamed", None, _predictions),
