@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+import pandas as pd
 import pyarrow as pa
 
-from pipelines import lake, synthetic
+from pipelines import lake, score, synthetic
 from pipelines.settings import Settings
 
 
@@ -31,3 +32,17 @@ def land_validated_history(settings: Settings, days: int) -> date:
         day = settings.synthetic.start_date + timedelta(days=offset)
         land_validated(settings, day)
     return day
+
+
+def labelled_frame(settings: Settings, last_day: date, days: int = 6) -> pd.DataFrame:
+    """A training frame of `days` prediction days up to `last_day`: each customer's features
+    at the scoring time, with the generator's churn as the label."""
+    frames = []
+    for offset in range(days):
+        day = last_day - timedelta(days=offset)
+        frame = synthetic.activity(settings.synthetic, day)
+        probability = synthetic.churn_probability(settings.synthetic, frame, day)
+        frame["event_timestamp"] = pd.Timestamp(score.as_of(day))
+        frame["churned"] = (probability > 0.15).astype("int64")
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)

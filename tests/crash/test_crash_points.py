@@ -22,14 +22,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import psutil
 import pytest
 
 from pipelines import features, promote, score, synthetic, tracking, train
 from pipelines.settings import PROJECT_ROOT, Settings, load_settings
 from tests.crash import steps
-from tests.worlds import land_validated
+from tests.worlds import labelled_frame, land_validated
 
 WORLD_ENV = {
     "MLOPS_SYNTHETIC__CUSTOMERS": "300",
@@ -38,18 +37,6 @@ WORLD_ENV = {
     "MLOPS_FEAST__ONLINE_WRITE_BATCH_ROWS": "100",  # three online write batches
 }
 KILLED = -signal.SIGKILL
-
-
-def _labelled_frame(settings: Settings) -> pd.DataFrame:
-    frames = []
-    for offset in range(6):
-        day = steps.DAY - timedelta(days=offset)
-        frame = synthetic.activity(settings.synthetic, day)
-        probability = synthetic.churn_probability(settings.synthetic, frame, day)
-        frame["event_timestamp"] = pd.Timestamp(score.as_of(day))
-        frame["churned"] = (probability > 0.15).astype("int64")
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +52,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             land_validated(settings, steps.DAY - timedelta(days=offset))
         synthetic.land_day(settings, steps.NIGHT)
         features.apply_repo(settings)
-        frame = _labelled_frame(settings)
+        frame = labelled_frame(settings, steps.DAY)
         frame.to_parquet(root / steps.TRAINING_SET, index=False)
         versions = [
             train.train_and_register(settings, frame, {"n_estimators": n}).version

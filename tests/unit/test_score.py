@@ -19,6 +19,7 @@ from sklearn.preprocessing import FunctionTransformer
 from pipelines import features, lake, promote, score, synthetic, train
 from pipelines.errors import NoChampionError, NoFeaturesError, RerunError
 from pipelines.settings import load_settings
+from tests.worlds import labelled_frame
 
 DAY = date(2026, 1, 8)
 
@@ -31,18 +32,6 @@ def _publish_day(settings, day: date, frame: pd.DataFrame | None = None) -> None
     )
 
 
-def _labelled_frame(settings) -> pd.DataFrame:
-    frames = []
-    for offset in range(6):
-        day = DAY - timedelta(days=offset)
-        frame = synthetic.activity(settings.synthetic, day)
-        probability = synthetic.churn_probability(settings.synthetic, frame, day)
-        frame["event_timestamp"] = pd.Timestamp(score.as_of(day))
-        frame["churned"] = (probability > 0.15).astype("int64")
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
-
-
 @pytest.fixture
 def world(settings, monkeypatch):
     """Eight days of validated features and a champion (v1)."""
@@ -51,7 +40,7 @@ def world(settings, monkeypatch):
     for offset in range(8):
         _publish_day(settings, DAY - timedelta(days=offset))
     features.apply_repo(settings)
-    model = train.train_and_register(settings, _labelled_frame(settings), {"n_estimators": 20})
+    model = train.train_and_register(settings, labelled_frame(settings, DAY), {"n_estimators": 20})
     promote.promote(settings, model.version, None, "unit test champion", "test")
     return settings
 
@@ -126,7 +115,7 @@ def test_a_crash_before_publish_leaves_the_previous_partition_whole(settings, sc
     _, published = scored_night
     before = score.partition(settings, score.PREDICTIONS, DAY).read_bytes()
     # Given a new champion, whose re-run of the night scores one shard and dies
-    model = train.train_and_register(settings, _labelled_frame(settings), {"n_estimators": 5})
+    model = train.train_and_register(settings, labelled_frame(settings, DAY), {"n_estimators": 5})
     promote.promote(settings, model.version, "1", "a new champion", "test")
     plan = score.plan(load_settings(), DAY)
     score.score_shard(settings, plan, plan.shards[0])
@@ -430,7 +419,7 @@ def test_shadow_scoring_a_constant_challenger_reports_and_never_fails(world):
     # Given a challenger that predicts the same score for everyone (no split can be made)
     settings = world
     constant = train.train_and_register(
-        settings, _labelled_frame(settings), {"n_estimators": 5, "min_child_weight": 10_000}
+        settings, labelled_frame(settings, DAY), {"n_estimators": 5, "min_child_weight": 10_000}
     )
     promote.reject(settings, constant.version, "a degenerate model", "test")
     champion = score.plan(settings, DAY)
