@@ -13,7 +13,7 @@ numeric) against a reference of the same number of rows. The data comes from
   generator (0 when a customer had a session), so it moves a little too, indirectly.
 
 Both frames are written to parquet (``synthetic.ACTIVITY_SCHEMA``, zstd) and the reference
-profile is built once from the reference frame with ``drift.reference_profile`` (bins =
+profile is built once from the reference frame with ``profiling.reference_profile`` (bins =
 ``training.profile_bins``, quantile function sized by ``drift.profile_*``; the prediction
 histogram uses the hidden churn probability as a stand-in for holdout scores) and stored
 as JSON, as training does. All of it is cached under ``<state_root>/bench/drift/r<rows>/``
@@ -105,7 +105,7 @@ def _read_manifest(data_dir: Path) -> dict[str, Any]:
 
 def _expected_manifest(rows: int, drift_features: tuple[str, ...]) -> dict[str, Any]:
     """What the cache must hold for `rows`: the generator's settings and the bench's layout."""
-    from pipelines import synthetic
+    from pipelines.demo import synthetic
     from pipelines.settings import SyntheticSettings, load_settings
 
     settings = load_settings()
@@ -145,7 +145,9 @@ def _child_generate(
     import pandas as pd
     import pyarrow as pa
 
-    from pipelines import drift, lake, synthetic
+    from pipelines.demo import synthetic
+    from pipelines.io import lake
+    from pipelines.monitoring import profiling
     from pipelines.settings import DriftSettings, SyntheticSettings
 
     manifest = _expected_manifest(rows, drift_features)
@@ -176,7 +178,7 @@ def _child_generate(
         # The profile is built from the frame as training would see it: read back from parquet.
         features = pd.read_parquet(files[0], columns=manifest["features"])
         scores = synthetic.churn_probability(cfg, features, today - timedelta(days=1))
-        profile = drift.reference_profile(
+        profile = profiling.reference_profile(
             features,
             manifest["categorical"],
             np.asarray(scores),
@@ -205,7 +207,7 @@ def _child_ours(data_dir: Path, result_file: Path) -> None:
     import pyarrow.parquet as pq
     import scipy.spatial.distance  # noqa: F401  (imported lazily by drift.categorical_drift)
 
-    from pipelines import drift
+    from pipelines.monitoring import drift
     from pipelines.settings import load_settings
 
     settings = load_settings()

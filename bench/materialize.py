@@ -3,8 +3,8 @@
 Scenario: ``--customers`` customers (default 100,000) with ``--history-days`` days of
 history (default 30), so the validated zone holds ``history_days + 1`` daily partitions
 of one row per customer (3.1M rows by default). We then materialize the last day, with
-the window a DAG run uses: ``features.materialization_window(settings,
-*features.day_interval(last_day))``, i.e. ``[last_day - overlap, last_day + 1 day]``.
+the window a DAG run uses: ``materialization.materialization_window(settings,
+*labelling.day_interval(last_day))``, i.e. ``[last_day - overlap, last_day + 1 day]``.
 
 Compared paths, each in its own fresh subprocess (so peak RSS is per path):
 
@@ -16,7 +16,7 @@ Compared paths, each in its own fresh subprocess (so peak RSS is per path):
 
 Each path gets its own state root (own registry and sqlite online store, both reset
 before every run) whose lake is a hardlink copy of the same generated files. The repo is
-applied (``features.apply_repo``) in each child before timing; ``wall_s`` times the
+applied (``feast_store.apply_repo``) in each child before timing; ``wall_s`` times the
 materialize call only; ``peak_rss_mb`` is the child's ``ru_maxrss`` right after it (it
 includes the interpreter, Feast and the apply; ``rss_before_mb`` is the same figure just
 before the call). ``rows_per_s`` is ``window_rows`` (lake rows with start <= ts <= end)
@@ -71,15 +71,17 @@ _SAMPLE_SEED = 20_240_601
 
 
 def _last_day(settings: Any) -> date:
-    from pipelines import synthetic
+    from pipelines.demo import synthetic
 
     return synthetic.days(settings.synthetic)[-1]
 
 
 def _window(settings: Any) -> tuple[datetime, datetime]:
-    from pipelines import features
+    from pipelines.features import labelling, materialization
 
-    return features.materialization_window(settings, *features.day_interval(_last_day(settings)))
+    return materialization.materialization_window(
+        settings, *labelling.day_interval(_last_day(settings))
+    )
 
 
 def _expected_sample(settings: Any, ids: list[int]) -> dict[str, list[Any]]:
@@ -91,8 +93,8 @@ def _expected_sample(settings: Any, ids: list[int]) -> dict[str, list[Any]]:
     import pandas as pd
     import pyarrow.parquet as pq
 
-    from pipelines import lake
-    from pipelines.synthetic import FEATURES
+    from pipelines.demo.synthetic import FEATURES
+    from pipelines.io import lake
 
     names = settings.dataset
     start, end = _window(settings)
@@ -127,7 +129,8 @@ def _child_generate(result_file: Path, sample_file: Path) -> None:
     import pyarrow as pa
     import pyarrow.dataset as ds
 
-    from pipelines import lake, synthetic
+    from pipelines.demo import synthetic
+    from pipelines.io import lake
     from pipelines.settings import load_settings
 
     settings = load_settings()
@@ -197,16 +200,17 @@ def _child_generate(result_file: Path, sample_file: Path) -> None:
 
 def _child_measure(path: str, result_file: Path, sample_file: Path) -> None:
     """Apply the repo, time one materialization of the last day, read the sample back."""
-    from pipelines import features
+    from pipelines.features import materialization
+    from pipelines.io import feast_store
     from pipelines.settings import load_settings
 
     settings = load_settings()
-    store = features.apply_repo(settings)
+    store = feast_store.apply_repo(settings)
     start, end = _window(settings)
     extra: dict[str, Any] = {}
     if path == "ours":
         with measure() as measured:
-            outcome = features.materialize_window(settings, start, end, store)
+            outcome = materialization.materialize_window(settings, start, end, store)
         extra = {
             "online_rows": getattr(outcome, "entities_written", None),
             "partitions": outcome.partitions,

@@ -3,18 +3,18 @@
 Scenario: ``--customers`` customers (default 1,000,000) and the TTL window of the
 model's features. The feature view's ttl is 7 days, so the validated zone holds 8 daily
 activity partitions (one row per customer each) ending on the scored day ``D``; the
-predictions are as of ``score.as_of(D)`` (the midnight after ``D``), so the window
+predictions are as of ``sharding.as_of(D)`` (the midnight after ``D``), so the window
 ``[as_of - 7 days, as_of]`` covers the partitions ``D-6 .. D`` and the oldest one lies
 just outside it (a reader that prunes by partition skips it, Feast's file store reads it).
 
 The lake is written directly into the validated zone with ``synthetic.activity``, each
-partition sorted by ``customer_id`` in row groups of ``validate.ROW_GROUP_ROWS`` rows,
-exactly as ``validate.validate_partition`` stages it: the Great Expectations gate is
+partition sorted by ``customer_id`` in row groups of ``validation.ROW_GROUP_ROWS`` rows,
+exactly as ``validation.validate_partition`` stages it: the Great Expectations gate is
 skipped (this bench is about scoring and the generator's clean partitions satisfy the
-contract). A small model is trained once with ``train.train_and_register`` on a generated
+contract). A small model is trained once with ``registration.train_and_register`` on a generated
 labelled frame (``TRAIN_CUSTOMERS`` customers x ``TRAIN_DAYS`` prediction days, labels
 drawn from ``synthetic.churn_probability``, default hyperparameters) and made champion
-with ``promote.promote``. Lake, Feast registry and MLflow registry live in one state root,
+with ``alias_moves.promote``. Lake, Feast registry and MLflow registry live in one state root,
 ``<state_root>/bench/score/c<customers>/state/``, cached with a manifest; reruns reuse it.
 The embedded profile (file registry, sqlite online store, sqlite MLflow) is forced.
 
@@ -22,9 +22,9 @@ Measured paths, each in its own fresh subprocess (so peak RSS, ``ru_maxrss``, is
 path; heavy libraries are imported before the clock starts, ``rss_before_mb`` is the peak
 just before it):
 
-* ``ours`` (one Airflow worker running the whole night): ``score.plan(settings, D)``,
-  then ``score.score_shard`` for every shard sequentially in that process, then
-  ``score.publish``. ``wall_s`` covers plan + shards + publish; ``rows_per_s`` is
+* ``ours`` (one Airflow worker running the whole night): ``sharding.plan(settings, D)``,
+  then ``publishing.score_shard`` for every shard sequentially in that process, then
+  ``publishing.publish``. ``wall_s`` covers plan + shards + publish; ``rows_per_s`` is
   customers / wall. The process scores the night several times: the first, ``cold``, pays
   its one-off costs (the MLflow store's schema check, lazy imports, thread pools) and is
   reported as ``cold_wall_s``; then ``CEILING_REPEATS`` more nights are timed and the
@@ -129,7 +129,7 @@ PREIMPORTS = (
     "skops.io",
     "sklearn.compose",
     "xgboost",
-    "pipelines.score",
+    "pipelines.scoring.publishing",
 )
 
 
@@ -150,7 +150,7 @@ def _arrow_peak_mb() -> float:
 
 
 def _scored_day(settings: Any) -> date:
-    from pipelines import synthetic
+    from pipelines.demo import synthetic
 
     return synthetic.days(settings.synthetic)[-1]
 
@@ -160,7 +160,8 @@ def _training_frame(settings: Any) -> Any:
     import numpy as np
     import pandas as pd
 
-    from pipelines import score, synthetic
+    from pipelines.demo import synthetic
+    from pipelines.scoring import sharding
 
     names = settings.dataset
     cfg = settings.synthetic.model_copy(update={"customers": TRAIN_CUSTOMERS})
@@ -172,7 +173,7 @@ def _training_frame(settings: Any) -> Any:
         frame = pd.DataFrame(
             {
                 names.entity: activity[names.entity],
-                names.timestamp: pd.Timestamp(score.as_of(day)),
+                names.timestamp: pd.Timestamp(sharding.as_of(day)),
                 names.label: (rng.random(len(activity)) < probability).astype(np.int64),
             }
         )
@@ -198,8 +199,14 @@ def _child_prepare(result_file: Path) -> None:
     import pyarrow as pa
     import pyarrow.dataset as ds
 
-    from pipelines import features, lake, promote, score, synthetic, train, validate
+    from pipelines.demo import synthetic
+    from pipelines.features import point_in_time
+    from pipelines.ingest import validation
+    from pipelines.io import feast_store, lake
+    from pipelines.registry import alias_moves, model_versions
+    from pipelines.scoring import sharding
     from pipelines.settings import load_settings
+    from pipelines.training import registration
 
     settings = load_settings()
     cfg = settings.synthetic
@@ -213,7 +220,7 @@ def _child_prepare(result_file: Path) -> None:
         "synthetic": cfg.model_dump(mode="json"),
         "dataset": [names.raw_dataset, names.entity, names.timestamp],
         "schema": str(synthetic.ACTIVITY_SCHEMA),
-        "row_group_rows": validate.ROW_GROUP_ROWS,
+        "row_group_rows": validation.ROW_GROUP_ROWS,
         "days": [d.isoformat() for d in days],
     }
     lake_cached = (
@@ -235,26 +242,26 @@ def _child_prepare(result_file: Path) -> None:
             del frame
             # What validate_partition stages: sorted by entity, small row groups.
             table = table.sort_by(names.entity)
-            lake.write_table_atomic(table, target, validate.ROW_GROUP_ROWS)
+            lake.write_table_atomic(table, target, validation.ROW_GROUP_ROWS)
             del table
         lake.write_json_atomic(lake_manifest, lake_manifest_path)
     generate_s = time.perf_counter() - started
 
-    features.apply_repo(settings)
+    feast_store.apply_repo(settings)
 
     started = time.perf_counter()
     model_manifest = _model_manifest(settings)
-    champion = promote.alias_version(settings, promote.CHAMPION)
+    champion = model_versions.alias_version(settings, model_versions.CHAMPION)
     model_cached = (
         champion is not None
         and model_manifest_path.exists()
         and json.loads(model_manifest_path.read_text()) == {**model_manifest, "champion": champion}
     )
     if not model_cached:
-        trained = train.train_and_register(
+        trained = registration.train_and_register(
             settings, _training_frame(settings), tags={"source": "bench.score"}
         )
-        promote.promote(
+        alias_moves.promote(
             settings,
             trained.version,
             champion,
@@ -269,9 +276,9 @@ def _child_prepare(result_file: Path) -> None:
     # Every path reads the same bytes: make them equally warm in the page cache.
     lake_bytes = sum(len(path.read_bytes()) for path in files)
     day = _scored_day(settings)
-    at = score.as_of(day)
-    view = features.feature_store(settings).get_feature_view(names.feature_view)
-    window_files = features.partition_files(settings, at - view.ttl, at)
+    at = sharding.as_of(day)
+    view = feast_store.feature_store(settings).get_feature_view(names.feature_view)
+    window_files = point_in_time.partition_files(settings, at - view.ttl, at)
     bound = pa.timestamp("us", tz="UTC")
     window = (ds.field(names.timestamp) >= pa.scalar(at - view.ttl, bound)) & (
         ds.field(names.timestamp) <= pa.scalar(at, bound)
@@ -299,23 +306,23 @@ def _child_prepare(result_file: Path) -> None:
 
 def _night(settings: Any, day: date) -> dict[str, Any]:
     """Plan, every shard sequentially, publish; the figures of that one night."""
-    from pipelines import score
+    from pipelines.scoring import publishing, sharding
 
     rss_before = peak_rss_mb()
     started = time.perf_counter()
-    scoring = score.plan(settings, day)
+    scoring = sharding.plan(settings, day)
     plan_s = time.perf_counter() - started
     peak_after_plan = peak_rss_mb()
     arrow_after_plan = _arrow_peak_mb()
     shard_s, shard_peaks, shard_rows = [], [], []
     for shard in scoring.shards:
         shard_started = time.perf_counter()
-        done = score.score_shard(settings, scoring, shard)
+        done = publishing.score_shard(settings, scoring, shard)
         shard_s.append(round(time.perf_counter() - shard_started, 3))
         shard_peaks.append(peak_rss_mb())
         shard_rows.append(int(done["rows"]))
     publish_started = time.perf_counter()
-    published = score.publish(settings, scoring)
+    published = publishing.publish(settings, scoring)
     publish_s = time.perf_counter() - publish_started
     return {
         "wall_s": time.perf_counter() - started,
@@ -364,14 +371,14 @@ def _child_ours(result_file: Path) -> None:
 
 
 def _child_shard_plan(result_file: Path, workdir: Path) -> None:
-    from pipelines import score
+    from pipelines.scoring import sharding
     from pipelines.settings import load_settings
 
     _preimport()
     settings = load_settings()
     rss_before = peak_rss_mb()
     started = time.perf_counter()
-    scoring = score.plan(settings, _scored_day(settings))
+    scoring = sharding.plan(settings, _scored_day(settings))
     wall = time.perf_counter() - started
     (workdir / "plan.json").write_text(json.dumps(asdict(scoring)))
     write_json(
@@ -387,16 +394,16 @@ def _child_shard_plan(result_file: Path, workdir: Path) -> None:
 
 
 def _child_shard(result_file: Path, workdir: Path, index: int) -> None:
-    from pipelines import score
+    from pipelines.scoring import publishing, sharding
     from pipelines.settings import load_settings
 
     _preimport()
     settings = load_settings()
-    scoring = score.ScoringPlan(**json.loads((workdir / "plan.json").read_text()))
+    scoring = sharding.ScoringPlan(**json.loads((workdir / "plan.json").read_text()))
     shard = next(s for s in scoring.shards if s["index"] == index)
     rss_before = peak_rss_mb()
     started = time.perf_counter()
-    done = score.score_shard(settings, scoring, shard)
+    done = publishing.score_shard(settings, scoring, shard)
     wall = time.perf_counter() - started
     write_json(
         result_file,
@@ -411,15 +418,15 @@ def _child_shard(result_file: Path, workdir: Path, index: int) -> None:
 
 
 def _child_shard_publish(result_file: Path, workdir: Path) -> None:
-    from pipelines import score
+    from pipelines.scoring import publishing, sharding
     from pipelines.settings import load_settings
 
     _preimport()
     settings = load_settings()
-    scoring = score.ScoringPlan(**json.loads((workdir / "plan.json").read_text()))
+    scoring = sharding.ScoringPlan(**json.loads((workdir / "plan.json").read_text()))
     rss_before = peak_rss_mb()
     started = time.perf_counter()
-    published = score.publish(settings, scoring)
+    published = publishing.publish(settings, scoring)
     wall = time.perf_counter() - started
     write_json(
         result_file,
@@ -439,16 +446,16 @@ def _child_ceiling(result_file: Path, workdir: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipelines import score
+    from pipelines.scoring import predictor, sharding
     from pipelines.settings import load_settings
 
     _preimport()
     settings = load_settings()
     names = settings.dataset
-    scoring = score.plan(settings, _scored_day(settings))
-    model = score.load_model(settings, scoring)
-    columns = score.model_features(model)
-    rows = score.shard_features(
+    scoring = sharding.plan(settings, _scored_day(settings))
+    model = predictor.load_model(settings, scoring)
+    columns = predictor.model_features(model)
+    rows = sharding.shard_features(
         settings, scoring, scoring.shards[0]["first"], scoring.shards[-1]["last"], columns
     )
     ids = rows.column(names.entity)
@@ -496,7 +503,8 @@ def _child_stock(result_file: Path, workdir: Path) -> None:
     import pandas as pd
     import pyarrow.parquet as pq
 
-    from pipelines import features, lake, score, tracking
+    from pipelines.io import feast_store, lake, tracking
+    from pipelines.scoring import sharding
     from pipelines.settings import load_settings
 
     _preimport()
@@ -506,14 +514,14 @@ def _child_stock(result_file: Path, workdir: Path) -> None:
     last = lake.partition_file(settings.validated_root, names.raw_dataset, day)
     customers = pq.read_table(last, columns=[names.entity]).column(names.entity).to_numpy()
     entity_df = pd.DataFrame(
-        {names.entity: customers, names.timestamp: pd.Timestamp(score.as_of(day))}
+        {names.entity: customers, names.timestamp: pd.Timestamp(sharding.as_of(day))}
     )
     target = workdir / "stock.parquet"
     tracking.mlflow_client(settings)
     rss_before = peak_rss_mb()
 
     started = time.perf_counter()
-    store = features.feature_store(settings)
+    store = feast_store.feature_store(settings)
     service = store.get_feature_service(names.feature_service)
     frame = store.get_historical_features(entity_df=entity_df, features=service).to_df()
     features_s = time.perf_counter() - started
@@ -572,12 +580,12 @@ def _child_compare(result_file: Path, workdir: Path) -> None:
     """Scores of ours vs the ceiling (and stock), by customer."""
     import pandas as pd
 
-    from pipelines import score
+    from pipelines.scoring import publishing
     from pipelines.settings import load_settings
 
     settings = load_settings()
     entity, column = settings.dataset.entity, settings.scoring.score_column
-    published = score.partition(settings, score.PREDICTIONS, _scored_day(settings))
+    published = publishing.partition(settings, publishing.PREDICTIONS, _scored_day(settings))
     ours = pd.read_parquet(published, columns=[entity, column])
     result: dict[str, Any] = {
         "ours_unique_customers": bool(ours[entity].is_unique),

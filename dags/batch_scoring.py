@@ -40,7 +40,7 @@ PREDICTIONS = Asset(contracts.PREDICTIONS)
 
 
 def _alert_on_failure(context: Any) -> None:
-    from pipelines.alerts import notify_failure
+    from pipelines.io.alerts import notify_failure
 
     notify_failure(context)
 
@@ -72,7 +72,7 @@ def _alert_on_failure(context: Any) -> None:
 def batch_scoring() -> None:
     @task
     def plan(partition_key: str | None = None) -> dict[str, Any]:
-        from pipelines import jobs
+        from pipelines.jobs import batch_scoring as jobs
 
         return jobs.plan_scoring(partition_key)
 
@@ -82,7 +82,7 @@ def batch_scoring() -> None:
 
     @task(map_index_template="{{ task.op_kwargs['shard']['index'] }}")
     def score_shard(scoring: dict[str, Any], shard: dict[str, int]) -> dict[str, Any]:
-        from pipelines import jobs
+        from pipelines.jobs import batch_scoring as jobs
 
         return jobs.score_shard(scoring, shard)
 
@@ -90,7 +90,7 @@ def batch_scoring() -> None:
     def publish(
         scoring: dict[str, Any], scored: list[dict[str, Any]], outlet_events: Any = None
     ) -> dict[str, Any]:
-        from pipelines import jobs
+        from pipelines.jobs import batch_scoring as jobs
 
         published = jobs.publish_predictions(scoring)
         outlet_events[PREDICTIONS].extra = {
@@ -102,7 +102,7 @@ def batch_scoring() -> None:
 
     @task
     def shadow(scoring: dict[str, Any]) -> dict[str, Any]:
-        from pipelines import jobs
+        from pipelines.jobs import batch_scoring as jobs
 
         return jobs.shadow_score(scoring)
 

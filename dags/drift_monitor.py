@@ -42,7 +42,7 @@ RETRAIN_REQUEST = Asset(contracts.RETRAIN_REQUEST)
 
 
 def _alert_on_failure(context: Any) -> None:
-    from pipelines.alerts import notify_failure
+    from pipelines.io.alerts import notify_failure
 
     notify_failure(context)
 
@@ -73,7 +73,7 @@ def _alert_on_failure(context: Any) -> None:
 def drift_monitor() -> None:
     @task
     def check(partition_key: str | None = None) -> dict[str, Any]:
-        from pipelines import jobs
+        from pipelines.jobs import drift_monitor as jobs
 
         return jobs.check_drift(partition_key)
 
@@ -81,7 +81,7 @@ def drift_monitor() -> None:
     def needs_retraining(
         report: dict[str, Any], inlet_events: Any = None, ti: Any = None
     ) -> dict[str, Any] | None:
-        from pipelines import jobs
+        from pipelines.jobs import drift_monitor as jobs
 
         active = ti.get_dr_count("training", states=["queued", "running"])
         return jobs.retrain_request(report, inlet_events[RETRAIN_REQUEST], active)

@@ -46,21 +46,21 @@ SCHEDULE = contracts.schedule_settings()
 
 
 def _alert_on_failure(context: Any) -> None:
-    from pipelines.alerts import notify_failure
+    from pipelines.io.alerts import notify_failure
 
     notify_failure(context)
 
 
 def raw_partition(partition_key: str | None) -> str:
     """Template macro: where the night's raw partition lands, within the lake."""
-    from pipelines import jobs
+    from pipelines.jobs import feature_pipeline as jobs
 
     return jobs.raw_partition_in_lake(partition_key)
 
 
 def _alert_on_landing_failure(context: Any) -> None:
-    from pipelines import jobs
-    from pipelines.alerts import notify_failure
+    from pipelines.io.alerts import notify_failure
+    from pipelines.jobs import feature_pipeline as jobs
 
     detail = jobs.landing_alert(context.get("partition_key"), context.get("exception"))
     notify_failure(context, detail)
@@ -121,19 +121,19 @@ def feature_pipeline() -> None:
     # registry), so they run one at a time whatever runs at once (a backfill's own limit).
     @task(max_active_tis_per_dag=1)
     def validate(partition_key: str | None = None) -> dict[str, Any]:
-        from pipelines import jobs
+        from pipelines.jobs import feature_pipeline as jobs
 
         return jobs.validate_partition(partition_key)
 
     @task
     def publish(partition_key: str | None = None) -> str:
-        from pipelines import jobs
+        from pipelines.jobs import feature_pipeline as jobs
 
         return jobs.publish_partition(partition_key)
 
     @task(outlets=[FEATURES], max_active_tis_per_dag=1)
     def materialize(partition_key: str | None = None, outlet_events: Any = None) -> dict[str, Any]:
-        from pipelines import jobs
+        from pipelines.jobs import feature_pipeline as jobs
 
         result = jobs.materialize(partition_key)
         outlet_events[FEATURES].extra = {"date": partition_key, "rows": result["entities_written"]}

@@ -31,7 +31,7 @@ from pipelines import contracts
 
 
 def _alert_on_failure(context: Any) -> None:
-    from pipelines.alerts import notify_failure
+    from pipelines.io.alerts import notify_failure
 
     notify_failure(context)
 
@@ -81,7 +81,7 @@ def model_rollback() -> None:
     def choose_target(
         params: dict[str, Any] | None = None, run_id: str | None = None
     ) -> dict[str, Any]:
-        from pipelines import jobs
+        from pipelines.jobs import model_rollback as jobs
 
         return jobs.rollback_target(params["to_version"], run_id)
 
@@ -91,7 +91,7 @@ def model_rollback() -> None:
         params: dict[str, Any] | None = None,
         run_id: str | None = None,
     ) -> list[dict[str, Any]]:
-        from pipelines import jobs
+        from pipelines.jobs import model_rollback as jobs
 
         return jobs.apply_rollback(target, params["reason"], "airflow", run_id)
 

@@ -55,7 +55,7 @@ _DEFAULTS = contracts.TRAINING_PARAM_DEFAULTS
 
 
 def _alert_on_failure(context: Any) -> None:
-    from pipelines.alerts import notify_failure
+    from pipelines.io.alerts import notify_failure
 
     notify_failure(context)
 
@@ -133,7 +133,8 @@ def training() -> None:
     def build_training_set(
         params: dict[str, Any] | None = None, dag_run: Any = None
     ) -> dict[str, Any]:
-        from pipelines import jobs, training_request
+        from pipelines import training_request
+        from pipelines.jobs import training as jobs
 
         # Airflow refused the trigger if a Param broke its schema; keys that are no Param
         # (Airflow keeps them) and a window ending before it starts are refused here, before
@@ -145,7 +146,7 @@ def training() -> None:
 
     @task
     def train(training_set: dict[str, Any], run_id: str | None = None) -> dict[str, Any]:
-        from pipelines import jobs
+        from pipelines.jobs import training as jobs
 
         request = training_set["request"]
         tags = {"reason": request["reason"], "airflow.run_id": run_id}
@@ -153,7 +154,7 @@ def training() -> None:
 
     @task
     def evaluate(training_set: dict[str, Any], candidate: dict[str, Any]) -> dict[str, Any]:
-        from pipelines import jobs
+        from pipelines.jobs import training as jobs
 
         return jobs.evaluate_candidate(
             training_set["path"], candidate["version"], training_set["request"]["gate_overrides"]
@@ -161,13 +162,13 @@ def training() -> None:
 
     @task
     def infra_check(training_set: dict[str, Any], candidate: dict[str, Any]) -> dict[str, Any]:
-        from pipelines import jobs
+        from pipelines.jobs import training as jobs
 
         return jobs.check_infra(training_set["path"], candidate["version"])
 
     @task.branch
     def decide(gate: dict[str, Any], infra: dict[str, Any]) -> str | list[str]:
-        from pipelines import jobs
+        from pipelines.jobs import training as jobs
 
         return jobs.promotion_route(gate, infra)
 
@@ -187,7 +188,7 @@ def training() -> None:
         run_id: str | None = None,
         outlet_events: Any = None,
     ) -> list[dict[str, Any]]:
-        from pipelines import jobs
+        from pipelines.jobs import training as jobs
 
         moves = jobs.promote_candidate(
             candidate["version"],
@@ -209,7 +210,7 @@ def training() -> None:
         infra: dict[str, Any],
         run_id: str | None = None,
     ) -> dict[str, Any]:
-        from pipelines import jobs
+        from pipelines.jobs import training as jobs
 
         return jobs.reject_candidate(
             candidate["version"], jobs.rejection_reason(gate, infra), "airflow", run_id

@@ -24,12 +24,14 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipelines import security, synthetic, training_request
+from pipelines import security, training_request
+from pipelines.demo import synthetic
 from pipelines.errors import PipelineError
+from pipelines.io import feast_store, orchestrator
 from pipelines.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from pipelines.orchestrator import LocalAirflow
+    from pipelines.io.orchestrator import LocalAirflow
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 UI_WATCH_SECONDS = 10.0
@@ -95,23 +97,24 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> Any:
-    from pipelines import features, jobs
+    from pipelines.demo import landing
+    from pipelines.jobs import feature_pipeline, model_rollback, training
 
     match args.command:
         case "generate":
-            return jobs.generate(args.start, args.days, args.fault)
+            return landing.generate(args.start, args.days, args.fault)
         case "validate":
-            return jobs.validate_partition(args.day)
+            return feature_pipeline.validate_partition(args.day)
         case "publish":
-            return jobs.publish_partition(args.day)
+            return feature_pipeline.publish_partition(args.day)
         case "materialize":
-            return jobs.materialize(args.day)
+            return feature_pipeline.materialize(args.day)
         case "apply":
             settings = load_settings()
-            features.apply_repo(settings)
-            return str(features.write_feature_store_yaml(settings))
+            feast_store.apply_repo(settings)
+            return str(feast_store.write_feature_store_yaml(settings))
         case "train":
-            return jobs.train_and_gate(
+            return training.train_and_gate(
                 date.today(),
                 args.start,
                 args.end,
@@ -121,17 +124,17 @@ def _run(args: argparse.Namespace) -> Any:
                 args.gate_overrides,
             )
         case "registry":
-            return jobs.registry_history()
+            return model_rollback.registry_history()
         case "rollback":
-            return jobs.rollback(args.to_version, args.reason, _actor(), "cli")
+            return model_rollback.rollback(args.to_version, args.reason, _actor(), "cli")
         case "infra-check":
-            return jobs.infra_check_here(args.version, args.sample)
+            return training.infra_check_here(args.version, args.sample)
         case "settings":
             return security.redacted_settings(load_settings())
         case "demo":
-            from pipelines import demo
+            from pipelines.demo import timeline
 
-            demo.run(load_settings())
+            timeline.run(load_settings())
             return None
     raise AssertionError(args.command)
 
@@ -139,7 +142,7 @@ def _run(args: argparse.Namespace) -> Any:
 def _run_ui(settings: Settings) -> None:
     """Airflow's components on the project's home until Ctrl-C, its UI on the settings' host
     and port (loopback by default); nothing else of it listens."""
-    from pipelines.orchestrator import AirflowApi, AirflowError, LocalAirflow
+    from pipelines.io.orchestrator import AirflowApi, AirflowError, LocalAirflow
 
     signal.signal(signal.SIGTERM, _stop_like_ctrl_c)  # so Airflow is stopped, not orphaned
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request: noise here
@@ -171,7 +174,7 @@ def _stop_like_ctrl_c(signum: int, frame: Any) -> None:
 
 def _print_login(airflow: LocalAirflow) -> None:
     """Say where the UI listens and where the admin's password is (never the password)."""
-    from pipelines.orchestrator import ADMIN
+    from pipelines.io.orchestrator import ADMIN
 
     passwords = airflow.env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]
     print(f"Airflow UI: {airflow.url}  (listening on {airflow.host}:{airflow.port})")
@@ -204,7 +207,6 @@ def _exec_mlflow_ui(settings: Settings) -> None:
 
 
 def _exec_airflow(args: list[str]) -> None:
-    from pipelines import orchestrator
 
     settings = load_settings()
     orchestrator.use_project_airflow(settings)

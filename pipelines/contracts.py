@@ -97,6 +97,15 @@ def night(key: str | None) -> date:
     return day
 
 
+def as_night(value: str | date | datetime | None) -> date:
+    """The night a job is about: a date, or a run's partition key (strict YYYY-MM-DD)."""
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return night(value)
+
+
 def midnight_after(day: date) -> datetime:
     """The time rule: a night's features and labels are as of the midnight (UTC) after it."""
     return datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)

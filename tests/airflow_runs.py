@@ -14,7 +14,7 @@ from datetime import date, datetime
 from typing import Any
 
 from pipelines import contracts
-from pipelines.orchestrator import FINISHED, AirflowApi, LocalAirflow, wait_for
+from pipelines.io.orchestrator import FINISHED, AirflowApi, LocalAirflow, wait_for
 from pipelines.settings import Settings
 
 ALL_DAGS = ("feature_pipeline", "batch_scoring", "drift_monitor", "training", "model_rollback")

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from pipelines.orchestrator import API_SERVER, DAG_PROCESSOR, AirflowApi, LocalAirflow
+from pipelines.io.orchestrator import API_SERVER, DAG_PROCESSOR, AirflowApi, LocalAirflow
 from pipelines.settings import load_settings
 
 pytestmark = pytest.mark.browser

@@ -11,7 +11,7 @@ import sys
 from datetime import date
 from typing import Any
 
-from pipelines import jobs
+from pipelines.jobs import batch_scoring, feature_pipeline, model_rollback, training
 
 # The world of the crash suite (`test_crash_points.template`).
 DAY = date(2026, 1, 8)  # scored and materialized in the trials
@@ -22,45 +22,47 @@ TRAINING_SET = "training_set.parquet"  # under the state root
 
 
 def ingest() -> Any:
-    jobs.validate_partition(NIGHT)
-    return jobs.publish_partition(NIGHT)
+    feature_pipeline.validate_partition(NIGHT)
+    return feature_pipeline.publish_partition(NIGHT)
 
 
 def materialize() -> Any:
-    return jobs.materialize(DAY)
+    return feature_pipeline.materialize(DAY)
 
 
 def scoring() -> Any:
-    plan = jobs.plan_scoring(DAY)
+    plan = batch_scoring.plan_scoring(DAY)
     for shard in plan["shards"]:
-        jobs.score_shard(plan, shard)
-    return jobs.publish_predictions(plan)
+        batch_scoring.score_shard(plan, shard)
+    return batch_scoring.publish_predictions(plan)
 
 
 def shadow() -> Any:
     """The challenger's shadow scoring of a night whose champion predictions are out."""
-    return jobs.shadow_score(jobs.plan_scoring(DAY))
+    return batch_scoring.shadow_score(batch_scoring.plan_scoring(DAY))
 
 
 def promote() -> Any:
-    return jobs.promote_candidate(CANDIDATE, CHAMPION, "crash suite", "airflow", RUN)
+    return training.promote_candidate(CANDIDATE, CHAMPION, "crash suite", "airflow", RUN)
 
 
 def reject() -> Any:
-    return jobs.reject_candidate(REJECTED, "worse than the champion", "airflow", RUN)
+    return training.reject_candidate(REJECTED, "worse than the champion", "airflow", RUN)
 
 
 def rollback() -> Any:
-    target = jobs.rollback_target(None, RUN)
-    return jobs.apply_rollback(target, "scores look wrong", "airflow", RUN)
+    target = model_rollback.rollback_target(None, RUN)
+    return model_rollback.apply_rollback(target, "scores look wrong", "airflow", RUN)
 
 
 def train() -> Any:
-    return jobs.train_model(_training_set(), {"n_estimators": 400, "early_stopping_rounds": 400})
+    return training.train_model(
+        _training_set(), {"n_estimators": 400, "early_stopping_rounds": 400}
+    )
 
 
 def infra_check() -> Any:
-    return jobs.check_infra(_training_set(), CANDIDATE)
+    return training.check_infra(_training_set(), CANDIDATE)
 
 
 def _training_set() -> str:

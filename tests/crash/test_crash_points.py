@@ -25,8 +25,12 @@ from typing import Any
 import psutil
 import pytest
 
-from pipelines import features, promote, score, synthetic, tracking, train
+from pipelines.demo import synthetic
+from pipelines.io import feast_store, tracking
+from pipelines.registry import alias_moves, journal, model_versions
+from pipelines.scoring import publishing
 from pipelines.settings import PROJECT_ROOT, Settings, load_settings
+from pipelines.training import registration
 from tests.crash import steps
 from tests.worlds import labelled_frame, land_validated
 
@@ -51,16 +55,16 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         for offset in range(8):
             land_validated(settings, steps.DAY - timedelta(days=offset))
         synthetic.land_day(settings, steps.NIGHT)
-        features.apply_repo(settings)
+        feast_store.apply_repo(settings)
         frame = labelled_frame(settings, steps.DAY)
         frame.to_parquet(root / steps.TRAINING_SET, index=False)
         versions = [
-            train.train_and_register(settings, frame, {"n_estimators": n}).version
+            registration.train_and_register(settings, frame, {"n_estimators": n}).version
             for n in (20, 10, 15)
         ]
         assert versions == [steps.CHAMPION, steps.REJECTED, steps.CANDIDATE]
-        promote.promote(settings, steps.CHAMPION, None, "first champion", "test")
-        promote.reject(settings, steps.CANDIDATE, "a challenger to shadow", "test")
+        alias_moves.promote(settings, steps.CHAMPION, None, "first champion", "test")
+        alias_moves.reject(settings, steps.CANDIDATE, "a challenger to shadow", "test")
     yield root
 
 
@@ -114,20 +118,24 @@ def _online_rows(settings: Settings) -> list[tuple[Any, ...]]:
     return sorted(rows)
 
 
-def _predictions(settings: Settings, dataset: str = score.PREDICTIONS) -> Any:
+def _predictions(settings: Settings, dataset: str = publishing.PREDICTIONS) -> Any:
     staged = settings.lake_root / "staging" / dataset
     leftovers = sorted(p.name for p in staged.rglob("*") if p.is_file()) if staged.exists() else []
-    return _file_bytes(score.partition(settings, dataset, steps.DAY)), leftovers
+    return _file_bytes(publishing.partition(settings, dataset, steps.DAY)), leftovers
 
 
 def _registry(settings: Settings) -> Any:
     aliases = {
-        alias: promote.alias_version(settings, alias)
-        for alias in (promote.CHAMPION, promote.PREVIOUS_CHAMPION, promote.CHALLENGER)
+        alias: model_versions.alias_version(settings, alias)
+        for alias in (
+            model_versions.CHAMPION,
+            model_versions.PREVIOUS_CHAMPION,
+            model_versions.CHALLENGER,
+        )
     }
     trail = [
         (m.action, m.alias, m.from_version, m.to_version, m.reason, m.actor, m.source, m.state)
-        for m in promote.history(settings)
+        for m in journal.history(settings)
     ]
     return aliases, trail
 
@@ -137,7 +145,7 @@ def _champion_scored(settings: Settings) -> None:
 
 
 def _v3_promoted(settings: Settings) -> None:
-    promote.promote(settings, steps.CANDIDATE, steps.CHAMPION, "retrained", "test")
+    alias_moves.promote(settings, steps.CANDIDATE, steps.CHAMPION, "retrained", "test")
 
 
 # (step, crash point, what to prepare in the copy first, the state to compare)

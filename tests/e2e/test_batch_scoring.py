@@ -14,7 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import contracts, features, jobs, promote, score, tracking
+from pipelines import contracts
+from pipelines.io import feast_store, tracking
+from pipelines.jobs import training
+from pipelines.registry import alias_moves, model_versions
+from pipelines.scoring import predictor, publishing, sharding
 from pipelines.settings import load_settings
 from tests.airflow_runs import (
     NO_SCHEDULE,
@@ -38,8 +42,8 @@ def scoring(labelled_world):
     patch.setenv("MLOPS_SCORING__SHARD_ROWS", "200")
     for name, value in NO_SCHEDULE.items():
         patch.setenv(name, value)
-    first = jobs.train_and_gate(NIGHTS[-1], None, None, None, "first champion", "test")
-    worse = jobs.train_and_gate(
+    first = training.train_and_gate(NIGHTS[-1], None, None, None, "first champion", "test")
+    worse = training.train_and_gate(
         NIGHTS[-1], None, None, {"n_estimators": 1, "max_depth": 1}, "worse", "test"
     )
     assert first["outcome"][0]["to_version"] == "1" and worse["outcome"]["alias"] == "challenger"
@@ -50,7 +54,7 @@ def scoring(labelled_world):
 
 
 def _predictions(settings, day: date) -> pd.DataFrame:
-    return pd.read_parquet(score.partition(settings, score.PREDICTIONS, day))
+    return pd.read_parquet(publishing.partition(settings, publishing.PREDICTIONS, day))
 
 
 def _rerun(api, run: dict, task_ids: list[str]) -> dict:
@@ -90,7 +94,7 @@ def test_lineage_columns_name_the_model_and_the_features_used(scoring):
     assert set(frame["model_name"]) == {settings.training.model_name}
     assert set(frame["model_version"]) == {"1"}
     assert set(frame["model_run_id"]) == {version.run_id}
-    as_of = score.as_of(day)
+    as_of = sharding.as_of(day)
     assert frame["feature_timestamp"].max() <= pd.Timestamp(as_of)
     assert frame["feature_timestamp"].min() >= pd.Timestamp(as_of - timedelta(days=7))
     assert frame["scoring_run_id"].nunique() == 1
@@ -98,7 +102,7 @@ def test_lineage_columns_name_the_model_and_the_features_used(scoring):
 
 def test_rerunning_a_night_is_byte_identical(scoring):
     settings, api = scoring
-    path = score.partition(settings, score.PREDICTIONS, NIGHTS[0])
+    path = publishing.partition(settings, publishing.PREDICTIONS, NIGHTS[0])
     before = path.read_bytes()
 
     run, _ = run_night(api, "batch_scoring", NIGHTS[0])
@@ -111,10 +115,10 @@ def test_scored_features_equal_what_feast_returns(scoring):
     # Given a sample of customers of the night
     settings, _ = scoring
     day = NIGHTS[-1]
-    plan = score.plan(settings, day)
-    model = score.load_model(settings, plan)
-    columns = score.model_features(model)
-    ours = score.shard_features(
+    plan = sharding.plan(settings, day)
+    model = predictor.load_model(settings, plan)
+    columns = predictor.model_features(model)
+    ours = sharding.shard_features(
         settings, plan, plan.shards[0]["first"], plan.shards[-1]["last"], columns
     )
     # (text features come dictionary-encoded, as parquet stores them: compare their values)
@@ -123,9 +127,9 @@ def test_scored_features_equal_what_feast_returns(scoring):
     sample = ours.sample(50, random_state=1).index
 
     # When Feast's own point-in-time retrieval serves the same customers at the same time
-    store = features.feature_store(settings)
+    store = feast_store.feature_store(settings)
     entity_df = pd.DataFrame(
-        {settings.dataset.entity: sample, settings.dataset.timestamp: score.as_of(day)}
+        {settings.dataset.entity: sample, settings.dataset.timestamp: sharding.as_of(day)}
     )
     feast_rows = (
         store.get_historical_features(
@@ -154,7 +158,7 @@ def test_shards_cleared_after_the_alias_moved_still_score_with_the_planned_versi
     day = NIGHTS[0]
     (run,) = [r for r in api.runs("batch_scoring") if r["partition_key"] == str(day)][-1:]
     # Given the champion moved from v1 to v2 after the night was planned
-    promote.promote(settings, "2", "1", "moved mid-run by the test", "test")
+    alias_moves.promote(settings, "2", "1", "moved mid-run by the test", "test")
     try:
         # When the shards and the publish are cleared and run again
         again = _rerun(api, run, ["score_shard", "publish"])
@@ -163,15 +167,15 @@ def test_shards_cleared_after_the_alias_moved_still_score_with_the_planned_versi
         assert again["state"] == "success"
         assert set(_predictions(settings, day)["model_version"]) == {"1"}
     finally:
-        promote.rollback(settings, "1", "restore after the mid-run test", "test")
-        promote.reject(settings, "2", "challenger again", "test")
+        alias_moves.rollback(settings, "1", "restore after the mid-run test", "test")
+        alias_moves.reject(settings, "2", "challenger again", "test")
 
 
 def test_shadow_scoring_writes_its_output_and_agreement(scoring):
     settings, _ = scoring
     day = NIGHTS[-1]
 
-    shadow = pd.read_parquet(score.partition(settings, score.SHADOW_PREDICTIONS, day))
+    shadow = pd.read_parquet(publishing.partition(settings, publishing.SHADOW_PREDICTIONS, day))
 
     assert set(shadow["model_version"]) == {"2"} and len(shadow) == settings.synthetic.customers
     client = tracking.mlflow_client(settings)
@@ -187,7 +191,7 @@ def test_a_shadow_failure_never_fails_the_main_scoring(scoring):
     settings, api = scoring
     day = NIGHTS[-1]
     # Given shadow scoring that cannot write its output (a file where its folder goes)
-    shadow_dir = settings.lake_root / score.SHADOW_PREDICTIONS
+    shadow_dir = settings.lake_root / publishing.SHADOW_PREDICTIONS
     aside = shadow_dir.with_name("shadow-aside")
     shadow_dir.rename(aside)
     shadow_dir.write_text("in the way")
@@ -198,14 +202,14 @@ def test_a_shadow_failure_never_fails_the_main_scoring(scoring):
         aside.rename(shadow_dir)
 
     assert run["state"] == "success" and tasks["shadow"] == "success"
-    assert score.partition(settings, score.PREDICTIONS, day).exists()
+    assert publishing.partition(settings, publishing.PREDICTIONS, day).exists()
 
 
 def test_publish_cleared_alone_after_success_changes_nothing(scoring):
     settings, api = scoring
     day = NIGHTS[-1]
     (run,) = [r for r in api.runs("batch_scoring") if r["partition_key"] == str(day)][-1:]
-    path = score.partition(settings, score.PREDICTIONS, day)
+    path = publishing.partition(settings, publishing.PREDICTIONS, day)
     before = path.read_bytes()
 
     again = _rerun(api, run, ["publish"])
@@ -220,7 +224,7 @@ def test_publish_cleared_without_its_shards_says_which_task_to_clear(scoring):
     day = NIGHTS[0]
     (run,) = [r for r in api.runs("batch_scoring") if r["partition_key"] == str(day)][-1:]
     # Given the night's partition is gone, and so are the shards it was joined from
-    path = score.partition(settings, score.PREDICTIONS, day)
+    path = publishing.partition(settings, publishing.PREDICTIONS, day)
     aside = path.with_name("kept-aside")
     path.rename(aside)
     try:
@@ -244,13 +248,13 @@ def test_no_champion_is_a_clear_error_and_writes_nothing(scoring):
     client = tracking.mlflow_client(settings)
     name = settings.training.model_name
     # Given no model holds the champion alias
-    client.delete_registered_model_alias(name, promote.CHAMPION)
+    client.delete_registered_model_alias(name, model_versions.CHAMPION)
     try:
         run, tasks = run_night(api, "batch_scoring", day)
     finally:
-        client.set_registered_model_alias(name, promote.CHAMPION, "1")
+        client.set_registered_model_alias(name, model_versions.CHAMPION, "1")
 
     assert run["state"] == "failed" and tasks["plan"] == "failed"
-    assert not score.partition(settings, score.PREDICTIONS, day).exists()
+    assert not publishing.partition(settings, publishing.PREDICTIONS, day).exists()
     (raised,) = alerts(settings, day)
     assert "no 'champion' alias" in raised["error"] and raised["try_number"] == 1

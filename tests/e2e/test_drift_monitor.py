@@ -14,7 +14,10 @@ from types import SimpleNamespace
 import pyarrow as pa
 import pytest
 
-from pipelines import jobs, lake, monitor, synthetic, tracking
+from pipelines.demo import synthetic
+from pipelines.io import lake, tracking
+from pipelines.jobs import batch_scoring, drift_monitor, training
+from pipelines.monitoring import nightly
 from pipelines.settings import load_settings
 
 pytestmark = pytest.mark.e2e
@@ -24,17 +27,17 @@ DRIFT_START = date(2026, 2, 15)
 
 
 def _score_night(day: date) -> None:
-    plan = jobs.plan_scoring(day)
+    plan = batch_scoring.plan_scoring(day)
     for shard in plan["shards"]:
-        jobs.score_shard(plan, shard)
-    jobs.publish_predictions(plan)
+        batch_scoring.score_shard(plan, shard)
+    batch_scoring.publish_predictions(plan)
 
 
 @pytest.fixture(scope="module")
 def monitored_world(labelled_world):
     """A champion, 20 scored nights without drift, and 3 scored nights with drift."""
     patch, _ = labelled_world
-    jobs.train_and_gate(LAST_HISTORY_DAY, None, None, None, "champion", "test")
+    training.train_and_gate(LAST_HISTORY_DAY, None, None, None, "champion", "test")
     patch.setenv("MLOPS_SYNTHETIC__DRIFT_START", DRIFT_START.isoformat())
     patch.setenv("MLOPS_SYNTHETIC__DRIFT_FEATURES", '["usage_minutes", "sessions"]')
     patch.setenv("MLOPS_SYNTHETIC__DRIFT_MAGNITUDE", "1.5")
@@ -55,7 +58,7 @@ def monitored_world(labelled_world):
 def test_twenty_quiet_nights_raise_no_alarm(monitored_world):
     settings, quiet = monitored_world
 
-    reports = [monitor.check(settings, day) for day in quiet]
+    reports = [nightly.check(settings, day) for day in quiet]
 
     assert [r.reasons for r in reports if r.alarm] == []
     assert all(f.level != "alert" for r in reports for f in r.features)
@@ -64,20 +67,20 @@ def test_twenty_quiet_nights_raise_no_alarm(monitored_world):
 def test_injected_drift_is_found_on_the_right_features_and_requests_retraining(monitored_world):
     settings, _ = monitored_world
 
-    report = jobs.check_drift(DRIFT_START)
-    request = jobs.retrain_request(report, [], 0)
+    report = drift_monitor.check_drift(DRIFT_START)
+    request = drift_monitor.retrain_request(report, [], 0)
 
     assert request is not None
     assert request["date"] == DRIFT_START.isoformat()
     assert {"usage_minutes", "sessions"} <= set(request["drifted_features"])
     assert "drift on 2026-02-15" in request["reason"]
-    report = json.loads((monitor.report_dir(settings, DRIFT_START) / "report.json").read_text())
+    report = json.loads((nightly.report_dir(settings, DRIFT_START) / "report.json").read_text())
     alerting = {f["feature"] for f in report["features"] if f["level"] == "alert"}
     assert alerting <= {"usage_minutes", "sessions", "days_since_last_login"}
     numeric = {f["feature"]: f["wasserstein"] for f in report["features"] if f["kind"] == "numeric"}
     assert numeric["usage_minutes"] >= settings.drift.numeric_wasserstein.alert
     assert all(value is not None for value in numeric.values())
-    page = (monitor.report_dir(settings, DRIFT_START) / "report.html").read_text()
+    page = (nightly.report_dir(settings, DRIFT_START) / "report.html").read_text()
     assert "<img" in page and "Wasserstein (normed)" in page
 
 
@@ -85,12 +88,12 @@ def test_the_cooldown_holds_under_repeated_alarms(monitored_world):
     settings, _ = monitored_world
     next_day = DRIFT_START + timedelta(days=1)
 
-    report = jobs.check_drift(next_day)
+    report = drift_monitor.check_drift(next_day)
 
     assert report["alarm"]
     earlier = SimpleNamespace(extra={"date": DRIFT_START.isoformat()}, timestamp=datetime.now(UTC))
-    assert jobs.retrain_request(report, [earlier], 0) is None
-    assert json.loads((monitor.report_dir(settings, next_day) / "report.json").read_text())["alarm"]
+    assert drift_monitor.retrain_request(report, [earlier], 0) is None
+    assert json.loads((nightly.report_dir(settings, next_day) / "report.json").read_text())["alarm"]
 
 
 def test_every_night_is_logged_to_mlflow_as_a_time_series(monitored_world):
@@ -114,9 +117,9 @@ def test_performance_is_measured_when_delayed_labels_arrive(monitored_world):
     predicted_on = LAST_HISTORY_DAY - timedelta(days=settings.synthetic.label_delay_days)
     _score_night(predicted_on)
 
-    performance = monitor.realized_performance(settings, LAST_HISTORY_DAY)
+    performance = nightly.realized_performance(settings, LAST_HISTORY_DAY)
 
     assert performance is not None
     assert performance["rows"] == settings.synthetic.customers
     assert 0.5 < performance["roc_auc"] <= 1.0
-    assert monitor.realized_performance(settings, LAST_HISTORY_DAY - timedelta(days=1)) is None
+    assert nightly.realized_performance(settings, LAST_HISTORY_DAY - timedelta(days=1)) is None

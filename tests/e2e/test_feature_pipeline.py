@@ -14,8 +14,10 @@ from datetime import date, timedelta
 import pandas as pd
 import pytest
 
-from pipelines import contracts, features, lake, synthetic
-from pipelines.orchestrator import wait_for
+from pipelines import contracts
+from pipelines.demo import synthetic
+from pipelines.io import feast_store, lake
+from pipelines.io.orchestrator import wait_for
 from pipelines.settings import load_settings
 from tests.airflow_runs import (
     NO_SCHEDULE,
@@ -93,7 +95,7 @@ def test_three_nights_leave_each_customers_latest_features_online(airflow):
     ]
     # ... and the online store holds every customer's values from the last day
     expected = synthetic.activity(settings.synthetic, days[-1]).set_index("customer_id")
-    store = features.feature_store(settings)
+    store = feast_store.feature_store(settings)
     online = (
         store.get_online_features(
             features=store.get_feature_service(settings.dataset.feature_service),

@@ -6,7 +6,8 @@ from datetime import date, timedelta
 
 import pytest
 
-from pipelines import features
+from pipelines.features import labelling, materialization
+from pipelines.io import feast_store
 from pipelines.settings import Settings, load_settings
 from tests.integration.conftest import (
     database_url,
@@ -30,10 +31,10 @@ def settings_of(monkeypatch: pytest.MonkeyPatch, environment: dict[str, str]) ->
 
 def materialize_every_day(settings: Settings) -> dict[str, list]:
     """Apply the repo, materialize each day's window, read every customer back online."""
-    store = features.apply_repo(settings)
+    store = feast_store.apply_repo(settings)
     for day in DAYS:
-        window = features.materialization_window(settings, *features.day_interval(day))
-        features.materialize_window(settings, *window, store=store)
+        window = materialization.materialization_window(settings, *labelling.day_interval(day))
+        materialization.materialize_window(settings, *window, store=store)
     service = store.get_feature_service(settings.dataset.feature_service)
     rows = [{settings.dataset.entity: i} for i in range(CUSTOMERS)]
     return store.get_online_features(features=service, entity_rows=rows).to_dict()
@@ -68,7 +69,7 @@ def test_feast_on_redis_with_a_postgres_registry_serves_the_embedded_values(
         try:
             # Given the repo applied to the SQL registry and three nights materialized to Redis
             served = materialize_every_day(production)
-            store = features.feature_store(production)
+            store = feast_store.feature_store(production)
 
             # Then the registry lives in Postgres and the values in Redis
             config = store.config

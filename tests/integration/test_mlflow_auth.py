@@ -21,8 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipelines import tracking
-from pipelines.orchestrator import free_port, wait_for
+from pipelines.io import tracking
+from pipelines.io.orchestrator import free_port, wait_for
 from pipelines.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -23,8 +23,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import contracts, features, jobs, lake, promote, score, tracking
-from pipelines.orchestrator import (
+from pipelines import contracts
+from pipelines.io import feast_store, lake, tracking
+from pipelines.io.orchestrator import (
     API_SERVER,
     DAG_PROCESSOR,
     SCHEDULER,
@@ -33,6 +34,9 @@ from pipelines.orchestrator import (
     free_port,
     wait_for,
 )
+from pipelines.jobs import training
+from pipelines.registry import journal, locks, model_versions
+from pipelines.scoring import predictor, publishing, sharding
 from pipelines.settings import Settings, load_settings
 from tests.airflow_runs import NO_SCHEDULE, RUN_TIMEOUT
 from tests.integration.conftest import (
@@ -77,7 +81,7 @@ def build_world(environment: dict[str, str]) -> World:
             patch.setenv(name, value)
         settings = load_settings()
         assert land_validated_history(settings, HISTORY_DAYS) == SCORED_DAY
-        outcome = jobs.train_and_gate(SCORED_DAY, None, None, None, "first champion", "test")
+        outcome = training.train_and_gate(SCORED_DAY, None, None, None, "first champion", "test")
     return World(settings, environment, outcome)
 
 
@@ -162,7 +166,7 @@ def production_world(postgres, redis_server, tmp_path_factory) -> Iterator[World
         try:
             yield world
         finally:
-            features.feature_store(world.settings).teardown()
+            feast_store.feature_store(world.settings).teardown()
             assert redis_keys_matching(redis_server, f"*{feast_project}".encode()) == []
 
 
@@ -176,8 +180,8 @@ def test_mlflow_on_postgres_trains_registers_gates_promotes_and_loads_by_alias(
     assert outcome["gate"]["passed"] and outcome["infra_check"]["passed"], outcome
     client = tracking.mlflow_client(settings)
     name = settings.training.model_name
-    assert client.get_model_version_by_alias(name, promote.CHAMPION).version == version
-    assert [move.to_version for move in promote.history(settings)] == [version]
+    assert client.get_model_version_by_alias(name, model_versions.CHAMPION).version == version
+    assert [move.to_version for move in journal.history(settings)] == [version]
     run = client.get_run(client.get_model_version(name, version).run_id)
     assert run.info.artifact_uri.startswith("mlflow-artifacts:"), run.info.artifact_uri
     assert run.data.tags["reason"] == "first champion"
@@ -185,11 +189,11 @@ def test_mlflow_on_postgres_trains_registers_gates_promotes_and_loads_by_alias(
     # Loaded by alias, the champion scores the features it was trained on
     import mlflow
 
-    model = mlflow.sklearn.load_model(f"models:/{name}@{promote.CHAMPION}")
+    model = mlflow.sklearn.load_model(f"models:/{name}@{model_versions.CHAMPION}")
     frame = pq.read_table(
         lake.partition_file(settings.validated_root, settings.dataset.raw_dataset, SCORED_DAY)
     ).to_pandas()
-    inputs = frame[score.model_features(model)]
+    inputs = frame[predictor.model_features(model)]
     probabilities = model.predict_proba(inputs)[:, 1]
     assert len(probabilities) == CUSTOMERS and ((probabilities > 0) & (probabilities < 1)).all()
 
@@ -198,7 +202,7 @@ def test_alias_moves_take_a_postgres_advisory_lock_across_sessions(production_wo
     import psycopg2
 
     settings = production_world.settings
-    key = promote.advisory_lock_key(f"mlflow-registry:{settings.training.model_name}")
+    key = locks.advisory_lock_key(f"mlflow-registry:{settings.training.model_name}")
     other_host = psycopg2.connect(settings.registry_lock_url)
     other_host.autocommit = True
 
@@ -212,12 +216,12 @@ def test_alias_moves_take_a_postgres_advisory_lock_across_sessions(production_wo
 
     try:
         # While one process moves an alias, no other session can
-        with promote.registry_lock(settings):
+        with locks.registry_lock(settings):
             assert not try_lock()
             waiter_done = threading.Event()
 
             def wait_for_the_lock() -> None:
-                with promote.registry_lock(settings):
+                with locks.registry_lock(settings):
                     waiter_done.set()
 
             thread = threading.Thread(target=wait_for_the_lock, daemon=True)
@@ -302,12 +306,12 @@ def test_celery_workers_run_the_mapped_shards_and_score_as_the_embedded_profile(
         assert any(f"map_index={map_index}," in line for line in executed), executed
 
     # And the predictions equal the embedded profile's, row for row
-    produced = pd.read_parquet(score.partition(settings, score.PREDICTIONS, SCORED_DAY))
+    produced = pd.read_parquet(publishing.partition(settings, publishing.PREDICTIONS, SCORED_DAY))
     embedded = embedded_world.settings
-    scoring = score.plan(embedded, SCORED_DAY)
+    scoring = sharding.plan(embedded, SCORED_DAY)
     for shard in scoring.shards:
-        score.score_shard(embedded, scoring, shard)
-    score.publish(embedded, scoring)
-    expected = pd.read_parquet(score.partition(embedded, score.PREDICTIONS, SCORED_DAY))
+        publishing.score_shard(embedded, scoring, shard)
+    publishing.publish(embedded, scoring)
+    expected = pd.read_parquet(publishing.partition(embedded, publishing.PREDICTIONS, SCORED_DAY))
     assert len(produced) == CUSTOMERS
     pd.testing.assert_frame_equal(produced[COMPARED_COLUMNS], expected[COMPARED_COLUMNS])

@@ -28,8 +28,14 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import contracts, jobs, lake, monitor, promote, score, synthetic, tracking
-from pipelines.orchestrator import AirflowApi, wait_for
+from pipelines import contracts
+from pipelines.demo import synthetic
+from pipelines.io import lake, tracking
+from pipelines.io.orchestrator import AirflowApi, wait_for
+from pipelines.jobs import training
+from pipelines.monitoring import nightly
+from pipelines.registry import journal, model_versions
+from pipelines.scoring import publishing
 from pipelines.settings import load_settings
 from tests.airflow_runs import alerts, clear_and_wait, real_airflow
 from tests.worlds import land_validated_history
@@ -89,7 +95,7 @@ def world(tmp_path_factory):
             patch.setenv(name, value)
         settings = load_settings()
         assert land_validated_history(settings, history_days) == nights["history_end"]
-        outcome = jobs.train_and_gate(nights["history_end"], None, None, None, "first", "soak")
+        outcome = training.train_and_gate(nights["history_end"], None, None, None, "first", "soak")
         assert outcome["gate"]["passed"], outcome["gate"]
         # Every later night lands raw, up to today's (in case midnight passes mid-test),
         # but for the late one; the invalid one lands broken.
@@ -190,7 +196,9 @@ def test_every_landed_night_is_scored_exactly_once_under_the_real_scheduler(worl
         )
         assert cleared
         (scored,) = _finished_for(api, "batch_scoring", nights["cleared"])
-        published = score.partition(settings, score.PREDICTIONS, nights["cleared"]).read_bytes()
+        published = publishing.partition(
+            settings, publishing.PREDICTIONS, nights["cleared"]
+        ).read_bytes()
         republished = clear_and_wait(api, "batch_scoring", scored["dag_run_id"], ["publish"])
         assert republished["state"] == "success"
 
@@ -244,12 +252,14 @@ def test_every_landed_night_is_scored_exactly_once_under_the_real_scheduler(worl
 
     # Every valid night has one predictions partition and one drift report; none is missing
     for night in valid:
-        folder = lake.partition_dir(settings.lake_root, score.PREDICTIONS, night)
+        folder = lake.partition_dir(settings.lake_root, publishing.PREDICTIONS, night)
         assert sorted(p.name for p in folder.iterdir()) == [lake.PART_FILE], night
         assert pq.read_metadata(folder / lake.PART_FILE).num_rows == CUSTOMERS
-        assert (monitor.report_dir(settings, night) / "report.json").exists(), night
-    assert not lake.partition_dir(settings.lake_root, score.PREDICTIONS, nights["invalid"]).exists()
-    assert not monitor.report_dir(settings, nights["invalid"]).exists()
+        assert (nightly.report_dir(settings, night) / "report.json").exists(), night
+    assert not lake.partition_dir(
+        settings.lake_root, publishing.PREDICTIONS, nights["invalid"]
+    ).exists()
+    assert not nightly.report_dir(settings, nights["invalid"]).exists()
     # ... each night scored and checked once, but as asked: the rerun night twice, and the
     # night whose `publish` was re-run checked twice (its predictions were announced again)
     scored_count = Counter(r["partition_key"] for r in runs["batch_scoring"])
@@ -264,7 +274,10 @@ def test_every_landed_night_is_scored_exactly_once_under_the_real_scheduler(worl
         assert set(events) == {("feature_pipeline", key)}, (key, events)
     assert all(r["state"] == "success" for r in runs["batch_scoring"] + runs["drift_monitor"])
     # ... the re-run `publish` changed no byte
-    assert score.partition(settings, score.PREDICTIONS, nights["cleared"]).read_bytes() == published
+    assert (
+        publishing.partition(settings, publishing.PREDICTIONS, nights["cleared"]).read_bytes()
+        == published
+    )
 
     # The invalid night is quarantined, with exactly one alert, and its log says why
     quarantine = lake.partition_dir(
@@ -290,8 +303,12 @@ def test_every_landed_night_is_scored_exactly_once_under_the_real_scheduler(worl
 
     # The aliases are what the audit trail says they are
     final: dict[str, str | None] = {}
-    for move in promote.history(settings):
+    for move in journal.history(settings):
         final[move.alias] = move.to_version
-    for alias in (promote.CHAMPION, promote.PREVIOUS_CHAMPION, promote.CHALLENGER):
-        assert promote.alias_version(settings, alias) == final.get(alias), alias
-    assert final[promote.CHAMPION] in ("1", "2")
+    for alias in (
+        model_versions.CHAMPION,
+        model_versions.PREVIOUS_CHAMPION,
+        model_versions.CHALLENGER,
+    ):
+        assert model_versions.alias_version(settings, alias) == final.get(alias), alias
+    assert final[model_versions.CHAMPION] in ("1", "2")

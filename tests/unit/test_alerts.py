@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipelines import alerts
+from pipelines.io import alerts
 from pipelines.settings import load_settings
 
 
@@ -98,20 +98,22 @@ def test_alert_from_a_sparse_context_still_reads(context):
 def test_a_night_that_never_landed_is_named_with_its_path(settings):
     from airflow.sdk.exceptions import AirflowSensorTimeout
 
-    from pipelines import jobs
+    from pipelines.jobs import feature_pipeline
 
     # When the landing check of a night times out, the alert names the night and the path
-    message = jobs.landing_alert("2026-01-05", AirflowSensorTimeout("timed out"))
+    message = feature_pipeline.landing_alert("2026-01-05", AirflowSensorTimeout("timed out"))
     assert "date=2026-01-05 has not landed within 6:00:00" in message
     assert str(settings.raw_root / "activity" / "date=2026-01-05") in message
     # ... and says so when an earlier partition of it was quarantined
     quarantine = settings.quarantine_root / "activity" / "date=2026-01-05"
     quarantine.mkdir(parents=True)
     (quarantine / "validation_result.json").write_text("{}")
-    assert "quarantined" in jobs.landing_alert("2026-01-05", AirflowSensorTimeout("timed out"))
+    assert "quarantined" in feature_pipeline.landing_alert(
+        "2026-01-05", AirflowSensorTimeout("timed out")
+    )
     # Any other failure of the check is reported as itself
-    assert jobs.landing_alert("2026-01-05", PermissionError("denied")) is None
-    assert jobs.landing_alert(None, AirflowSensorTimeout("timed out")) is None
+    assert feature_pipeline.landing_alert("2026-01-05", PermissionError("denied")) is None
+    assert feature_pipeline.landing_alert(None, AirflowSensorTimeout("timed out")) is None
 
 
 def test_an_alert_names_the_night_of_its_run(settings):

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from pipelines import cli
-from pipelines.orchestrator import LocalAirflow
+from pipelines.io.orchestrator import LocalAirflow
 from pipelines.settings import load_settings
 from tests.unit.test_security import open_to_others
 
@@ -127,16 +127,16 @@ def test_the_ui_listens_on_loopback_and_says_where(settings, monkeypatch, capsys
 
 
 def test_promotion_route_follows_gate_infra_check_and_approval_setting(settings, monkeypatch):
-    from pipelines import jobs
+    from pipelines.jobs import training
 
     passed, failed = {"passed": True, "reasons": []}, {"passed": False, "reasons": ["worse"]}
     infra_ok = {"passed": True, "detail": "ok"}
 
-    assert jobs.promotion_route(passed, infra_ok) == "promote"
-    assert jobs.promotion_route(failed, infra_ok) == "reject"
-    assert jobs.promotion_route(passed, {"passed": False, "detail": "too big"}) == "reject"
+    assert training.promotion_route(passed, infra_ok) == "promote"
+    assert training.promotion_route(failed, infra_ok) == "reject"
+    assert training.promotion_route(passed, {"passed": False, "detail": "too big"}) == "reject"
     monkeypatch.setenv("MLOPS_GATE__REQUIRE_APPROVAL", "true")
-    assert jobs.promotion_route(passed, infra_ok) == ["approve", "promote"]
-    assert jobs.rejection_reason(failed, {"passed": False, "detail": "too big"}) == (
+    assert training.promotion_route(passed, infra_ok) == ["approve", "promote"]
+    assert training.rejection_reason(failed, {"passed": False, "detail": "too big"}) == (
         "gate: worse | infra check: too big"
     )

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from pipelines import features
+from pipelines.io import feast_store
 from pipelines.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,7 +123,7 @@ def test_production_settings_point_at_the_compose_services(monkeypatch):
 
     # When the pipeline loads its settings
     settings = load_settings()
-    config = features.repo_config_dict(settings)
+    config = feast_store.repo_config_dict(settings)
 
     # Then every service it talks to is a service of the stack, on the port it serves
     assert settings.profile == "production"

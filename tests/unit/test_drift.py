@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 from scipy.stats import ks_2samp, wasserstein_distance
 
-from pipelines import contracts, drift, jobs
+from pipelines import contracts
+from pipelines.jobs import drift_monitor
+from pipelines.monitoring import drift, profiling
 from pipelines.settings import DriftSettings, load_settings
 
 # Profile-based normed Wasserstein vs scipy on raw rows, in reference standard deviations.
@@ -19,7 +21,7 @@ WASSERSTEIN_TOLERANCE = 0.003
 
 
 def _profile(frame: pd.DataFrame, categorical: list[str]) -> dict:
-    return drift.reference_profile(
+    return profiling.reference_profile(
         frame, categorical, np.linspace(0, 1, 200), {"roc_auc": 0.8}, 10, DriftSettings()
     )
 
@@ -42,7 +44,7 @@ def _samples(shift: float, rows: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def _wasserstein(reference: np.ndarray, current: np.ndarray) -> float:
-    profile = drift.numeric_profile(pd.Series(reference), 10, DriftSettings())
+    profile = profiling.numeric_profile(pd.Series(reference), 10, DriftSettings())
     value = drift.wasserstein_normed(profile, np.asarray(current, dtype=float))
     assert value is not None
     return value
@@ -60,7 +62,7 @@ def test_psi_is_zero_for_identical_histograms_and_grows_with_shift():
 def test_binned_ks_is_close_to_scipy_on_fine_bins():
     rng = np.random.default_rng(0)
     reference, current = rng.normal(0, 1, 20_000), rng.normal(0.3, 1, 20_000)
-    profile = drift.numeric_profile(pd.Series(reference), bins=100, drift=DriftSettings())
+    profile = profiling.numeric_profile(pd.Series(reference), bins=100, drift=DriftSettings())
 
     binned = drift.binned_ks(np.asarray(profile["counts"]), drift.numeric_counts(profile, current))
 
@@ -134,7 +136,12 @@ def test_below_its_row_floor_wasserstein_is_reported_but_sets_no_level(settings)
 def test_categorical_profile_names_missing_values_and_counts_like_strings():
     values = pd.Series(["a", None, "b", np.nan, "a", 1, "1"], dtype=object)
 
-    assert drift.categorical_profile(values)["counts"] == {"a": 2, "<missing>": 2, "1": 2, "b": 1}
+    assert profiling.categorical_profile(values)["counts"] == {
+        "a": 2,
+        "<missing>": 2,
+        "1": 2,
+        "b": 1,
+    }
 
 
 def test_a_profile_without_quantile_function_falls_back_to_psi(settings):
@@ -217,7 +224,7 @@ def _request(night: str, made: datetime = NOW - timedelta(days=30)) -> SimpleNam
 
 
 def test_retrain_request_carries_its_payload(settings):
-    request = jobs.retrain_request(_report(True), [], 0)
+    request = drift_monitor.retrain_request(_report(True), [], 0)
 
     assert request == {
         "reason": "drift on 2026-02-15: 2 features drifted: x (0.4), y (0.3)",
@@ -235,18 +242,20 @@ def test_no_request_without_alarm_while_training_or_within_the_cooldown(settings
     monkeypatch.setenv("MLOPS_DRIFT__RETRAIN_COOLDOWN", "P7D")
     assert load_settings().drift.retrain_cooldown.days == 7
 
-    assert jobs.retrain_request(_report(False), [], 0) is None
-    assert jobs.retrain_request(_report(True), [], 1) is None
-    assert jobs.retrain_request(_report(True), [_request("2026-02-10")], 0, NOW) is None
-    assert jobs.retrain_request(_report(True), [_request("2026-02-08")], 0, NOW) is not None
+    assert drift_monitor.retrain_request(_report(False), [], 0) is None
+    assert drift_monitor.retrain_request(_report(True), [], 1) is None
+    assert drift_monitor.retrain_request(_report(True), [_request("2026-02-10")], 0, NOW) is None
+    assert (
+        drift_monitor.retrain_request(_report(True), [_request("2026-02-08")], 0, NOW) is not None
+    )
 
 
 def test_a_backfilled_night_requests_nothing_near_a_later_request(settings):
     # Given retraining requested on a later night, a night scored out of order (a backfill)
     # within the cooldown of it asks for none; one far from every request does
-    assert jobs.retrain_request(_report(True), [_request("2026-02-20")], 0, NOW) is None
+    assert drift_monitor.retrain_request(_report(True), [_request("2026-02-20")], 0, NOW) is None
     far = [_request("2026-01-01"), _request("2026-03-01")]
-    assert jobs.retrain_request(_report(True), far, 0, NOW) is not None
+    assert drift_monitor.retrain_request(_report(True), far, 0, NOW) is not None
 
 
 def test_a_backfill_of_drifted_nights_requests_retraining_once(settings):
@@ -254,13 +263,16 @@ def test_a_backfill_of_drifted_nights_requests_retraining_once(settings):
     earlier = [_request("2025-06-01", NOW - timedelta(hours=1))]
 
     # Then no other night asks again within the cooldown of when that one was made
-    assert jobs.retrain_request(_report(True), earlier, 0, NOW) is None
-    assert jobs.retrain_request(_report(True), earlier, 0, NOW + timedelta(days=8)) is not None
+    assert drift_monitor.retrain_request(_report(True), earlier, 0, NOW) is None
+    assert (
+        drift_monitor.retrain_request(_report(True), earlier, 0, NOW + timedelta(days=8))
+        is not None
+    )
 
 
 def test_a_long_reason_fits_the_training_form(settings):
     report = _report(True) | {"reasons": ["x" * 2000]}
 
-    reason = jobs.retrain_request(report, [], 0)["reason"]
+    reason = drift_monitor.retrain_request(report, [], 0)["reason"]
 
     assert len(reason) == contracts.MAX_REASON_CHARS and reason.endswith("…")

@@ -12,7 +12,10 @@ import pytest
 import yaml
 from google.protobuf.json_format import MessageToDict
 
-from pipelines import features, synthetic, validate
+from pipelines.demo import synthetic
+from pipelines.features import labelling, materialization, point_in_time
+from pipelines.ingest import publish, validation
+from pipelines.io import feast_store
 from pipelines.settings import load_settings
 
 DAYS = [date(2026, 1, 1), date(2026, 1, 2), date(2026, 1, 3)]
@@ -34,8 +37,8 @@ def published_lake(tmp_path_factory):
     settings = settings_at(tmp_path_factory.mktemp("published"))
     for day in DAYS:
         synthetic.land_day(settings, day)
-        validate.validate_partition(settings, day)
-        validate.publish_partition(settings, day)
+        validation.validate_partition(settings, day)
+        publish.publish_partition(settings, day)
     return settings.lake_root
 
 
@@ -67,7 +70,10 @@ def online_features(store, customer_ids):
 
 
 def daily_windows(settings):
-    return [features.materialization_window(settings, *features.day_interval(day)) for day in DAYS]
+    return [
+        materialization.materialization_window(settings, *labelling.day_interval(day))
+        for day in DAYS
+    ]
 
 
 # Repository apply ----------------------------------------------------------------------------
@@ -102,10 +108,10 @@ def test_apply_repo_is_idempotent(settings):
         if "__pycache__" not in p.parts
     )
 
-    store = features.apply_repo(settings)
+    store = feast_store.apply_repo(settings)
     first = _registered(store)
     created = store.get_feature_view(VIEW).created_timestamp
-    store = features.apply_repo(settings)
+    store = feast_store.apply_repo(settings)
     second = _registered(store)
 
     assert first == second
@@ -126,13 +132,13 @@ def test_apply_repo_is_idempotent(settings):
 def test_reapplying_keeps_what_was_materialized(lake_copy):
     # Given a window was materialized
     settings = lake_copy("reapply")
-    store = features.apply_repo(settings)
+    store = feast_store.apply_repo(settings)
     window = daily_windows(settings)[0]
-    features.materialize_window(settings, *window, store=store)
+    materialization.materialize_window(settings, *window, store=store)
     before = online_rows(settings)
 
     # When the repository is applied again (every DAG run does)
-    store = features.apply_repo(settings)
+    store = feast_store.apply_repo(settings)
 
     # Then the online store and the recorded interval survive
     assert online_rows(settings) == before
@@ -140,11 +146,11 @@ def test_reapplying_keeps_what_was_materialized(lake_copy):
 
 
 def test_apply_repo_writes_its_state_under_the_state_root(settings):
-    store = features.apply_repo(settings)
+    store = feast_store.apply_repo(settings)
 
     config_file = settings.state_root / "feast" / "feature_store.yaml"
     config = yaml.safe_load(config_file.read_text())
-    assert config == features.repo_config_dict(settings)
+    assert config == feast_store.repo_config_dict(settings)
     assert config["project"] == "churn"
     assert config["registry"]["path"] == str(settings.feast_root / "registry.db")
     assert config["online_store"] == {
@@ -160,7 +166,7 @@ def test_apply_repo_writes_its_state_under_the_state_root(settings):
 def test_production_profile_uses_sql_registry_and_redis(settings, monkeypatch):
     monkeypatch.setenv("MLOPS_PROFILE", "production")
 
-    config = features.repo_config_dict(load_settings())
+    config = feast_store.repo_config_dict(load_settings())
 
     assert config["registry"]["registry_type"] == "sql"
     assert config["registry"]["path"] == settings.feast.registry_sql_url
@@ -174,20 +180,20 @@ def test_production_profile_uses_sql_registry_and_redis(settings, monkeypatch):
 
 
 def test_materialization_window_subtracts_the_overlap(settings, monkeypatch):
-    start, end = features.day_interval(date(2026, 1, 2))
+    start, end = labelling.day_interval(date(2026, 1, 2))
     assert (start, end) == (datetime(2026, 1, 2, tzinfo=UTC), datetime(2026, 1, 3, tzinfo=UTC))
 
-    assert features.materialization_window(settings, start, end) == (
+    assert materialization.materialization_window(settings, start, end) == (
         start - settings.feast.materialize_overlap,
         end,
     )
-    assert features.materialization_window(settings, start, end)[0] == datetime(
+    assert materialization.materialization_window(settings, start, end)[0] == datetime(
         2026, 1, 1, 23, tzinfo=UTC
     )
 
     monkeypatch.setenv("MLOPS_FEAST__MATERIALIZE_OVERLAP", "PT6H")
     wider = load_settings()
-    assert features.materialization_window(wider, start, end) == (
+    assert materialization.materialization_window(wider, start, end) == (
         datetime(2026, 1, 1, 18, tzinfo=UTC),
         end,
     )
@@ -243,7 +249,7 @@ def two_days(tmp_path):
 def test_latest_rows_picks_the_latest_row_per_entity_within_inclusive_bounds(two_days):
     files, start, end = two_days
 
-    latest = features.latest_rows(
+    latest = point_in_time.latest_rows(
         files, "customer_id", "event_timestamp", ["sessions", "plan"], start, end
     )
 
@@ -258,9 +264,9 @@ def test_latest_rows_picks_the_latest_row_per_entity_within_inclusive_bounds(two
 def test_latest_rows_can_return_text_dictionary_encoded(two_days):
     files, start, end = two_days
     columns = ["sessions", "plan"]
-    plain = features.latest_rows(files, "customer_id", "event_timestamp", columns, start, end)
+    plain = point_in_time.latest_rows(files, "customer_id", "event_timestamp", columns, start, end)
 
-    encoded = features.latest_rows(
+    encoded = point_in_time.latest_rows(
         files, "customer_id", "event_timestamp", columns, start, end, text_as_dictionary=True
     )
 
@@ -272,17 +278,19 @@ def test_latest_rows_of_a_window_holding_one_row(two_days):
     files, _, _ = two_days
     at = _ts(1, 8)
 
-    latest = features.latest_rows(files, "customer_id", "event_timestamp", ["sessions"], at, at)
+    latest = point_in_time.latest_rows(
+        files, "customer_id", "event_timestamp", ["sessions"], at, at
+    )
 
     assert latest.to_pylist() == [{"customer_id": 4, "event_timestamp": at, "sessions": 40}]
 
 
 def test_latest_rows_of_an_empty_window_or_no_files(two_days):
     files, _, _ = two_days
-    empty = features.latest_rows(
+    empty = point_in_time.latest_rows(
         files, "customer_id", "event_timestamp", ["sessions"], _ts(5, 0), _ts(6, 0)
     )
-    nothing = features.latest_rows(
+    nothing = point_in_time.latest_rows(
         [], "customer_id", "event_timestamp", ["sessions"], *two_days[1:]
     )
 
@@ -296,14 +304,14 @@ def test_latest_rows_of_an_empty_window_or_no_files(two_days):
 def test_materialize_window_matches_stock_materialize(lake_copy):
     # Given two state roots holding the same published lake, each with the repo applied
     ours_settings, stock_settings = lake_copy("ours"), lake_copy("stock")
-    ours = features.apply_repo(ours_settings)
-    stock = features.apply_repo(stock_settings)
+    ours = feast_store.apply_repo(ours_settings)
+    stock = feast_store.apply_repo(stock_settings)
     windows = daily_windows(ours_settings)
     assert windows == daily_windows(stock_settings)
 
     for start, end in windows:
         # When each day's window is materialized, ours on one side and stock on the other
-        result = features.materialize_window(ours_settings, start, end, store=ours)
+        result = materialization.materialize_window(ours_settings, start, end, store=ours)
         stock.materialize(start, end, [VIEW])
 
         # Then the online stores hold exactly the same rows after every window
@@ -333,14 +341,14 @@ def test_materialize_window_matches_stock_materialize(lake_copy):
 def test_rerunning_a_window_is_harmless(lake_copy):
     # Given all daily windows were materialized
     settings = lake_copy("rerun")
-    store = features.apply_repo(settings)
+    store = feast_store.apply_repo(settings)
     windows = daily_windows(settings)
     for start, end in windows:
-        features.materialize_window(settings, start, end, store=store)
+        materialization.materialize_window(settings, start, end, store=store)
     before = online_rows(settings)
 
     # When the last window runs again (a retried task)
-    again = features.materialize_window(settings, *windows[-1], store=store)
+    again = materialization.materialize_window(settings, *windows[-1], store=store)
 
     # Then the online store's contents are identical
     assert again.entities_written == CUSTOMERS
@@ -351,14 +359,14 @@ def test_rerunning_a_window_is_harmless(lake_copy):
 def test_an_older_night_run_after_newer_ones_keeps_the_newest_values_online(lake_copy):
     # Given all daily windows were materialized, the last day's values online
     settings = lake_copy("out-of-order")
-    store = features.apply_repo(settings)
+    store = feast_store.apply_repo(settings)
     windows = daily_windows(settings)
     for start, end in windows:
-        features.materialize_window(settings, start, end, store=store)
+        materialization.materialize_window(settings, start, end, store=store)
     before = online_rows(settings)
 
     # When the first night runs again (a backfill, or a rerun of a past night)
-    again = features.materialize_window(settings, *windows[0], store=store)
+    again = materialization.materialize_window(settings, *windows[0], store=store)
 
     # Then nothing older replaces the newest values: the online store is unchanged
     assert again.entities_written == 0 and again.rows_read == CUSTOMERS
@@ -368,18 +376,18 @@ def test_an_older_night_run_after_newer_ones_keeps_the_newest_values_online(lake
         table = f"{settings.feast.project}_{VIEW}"
         keys = [row[0] for row in connection.execute(f'select distinct entity_key from "{table}"')]
         connection.execute(f'delete from "{table}" where entity_key = ?', (keys[0],))
-    refilled = features.materialize_window(settings, *windows[0], store=store)
+    refilled = materialization.materialize_window(settings, *windows[0], store=store)
     assert refilled.entities_written == 1
 
 
 def test_one_day_window_reads_only_the_partitions_of_that_window(lake_copy):
     # Given three published days
     settings = lake_copy("window")
-    store = features.apply_repo(settings)
+    store = feast_store.apply_repo(settings)
 
     # When the first day's window is materialized (its overlap reaches into Dec 31)
-    start, end = features.materialization_window(settings, *features.day_interval(DAYS[0]))
-    result = features.materialize_window(settings, start, end, store=store)
+    start, end = materialization.materialization_window(settings, *labelling.day_interval(DAYS[0]))
+    result = materialization.materialize_window(settings, start, end, store=store)
 
     # Then only the partitions that can hold rows of [start, end] were read: the day itself
     # and the next one (its midnight is the inclusive end); Dec 31 does not exist, Jan 3 is out
@@ -392,11 +400,11 @@ def test_one_day_window_reads_only_the_partitions_of_that_window(lake_copy):
 def test_window_inside_one_day_reads_one_partition_and_writes_its_rows(lake_copy):
     # Given three published days
     settings = lake_copy("inside")
-    store = features.apply_repo(settings)
+    store = feast_store.apply_repo(settings)
     start, end = _ts(2, 6), _ts(2, 12)
 
     # When a window inside Jan 2 is materialized
-    result = features.materialize_window(settings, start, end, store=store)
+    result = materialization.materialize_window(settings, start, end, store=store)
 
     # Then only Jan 2 is read, and only its customers active in the window are written
     assert result.partitions == ["date=2026-01-02"]

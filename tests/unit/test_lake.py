@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import lake
+from pipelines.io import lake
 
 DAY = date(2026, 1, 2)
 

@@ -17,9 +17,12 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from pipelines import promote, synthetic, tracking, train
+from pipelines.demo import synthetic
 from pipelines.errors import PromotionError
+from pipelines.io import tracking
+from pipelines.registry import alias_moves, evaluation, infracheck, journal, model_versions
 from pipelines.settings import GateSettings, MetricThreshold, Settings, load_settings
+from pipelines.training import registration, splits
 
 # The gate's arithmetic -----------------------------------------------------------------------
 
@@ -129,7 +132,7 @@ def test_check_thresholds_passes(threshold, value, champion):
     champion_metrics = None if champion is None else {"score": champion}
 
     # When the gate checks it
-    failures = promote.check_thresholds({"score": value}, champion_metrics, (threshold,))
+    failures = evaluation.check_thresholds({"score": value}, champion_metrics, (threshold,))
 
     # Then nothing fails
     assert failures == []
@@ -143,7 +146,7 @@ def test_check_thresholds_fails_naming_the_metric_and_the_numbers(
     champion_metrics = None if champion is None else {"score": champion}
 
     # When the gate checks it
-    failures = promote.check_thresholds({"score": value}, champion_metrics, (threshold,))
+    failures = evaluation.check_thresholds({"score": value}, champion_metrics, (threshold,))
 
     # Then each miss is one sentence naming the metric, the value, the bound and the champion
     assert failures == expected
@@ -156,7 +159,7 @@ def test_check_thresholds_reports_every_metric_that_misses():
     candidate = {"roc_auc": 0.79, "log_loss": 0.41, "brier": 0.2}
 
     # When the gate checks it
-    failures = promote.check_thresholds(candidate, champion, thresholds)
+    failures = evaluation.check_thresholds(candidate, champion, thresholds)
 
     # Then both misses are listed, in the order of the thresholds
     assert [failure.split()[0] for failure in failures] == ["roc_auc", "log_loss"]
@@ -167,8 +170,8 @@ def test_check_thresholds_of_a_first_model_applies_only_value_thresholds():
     thresholds = GateSettings().thresholds
 
     # When a good and a poor first model are checked
-    good = promote.check_thresholds({"roc_auc": 0.7, "log_loss": 0.5}, None, thresholds)
-    poor = promote.check_thresholds({"roc_auc": 0.6, "log_loss": 0.7}, None, thresholds)
+    good = evaluation.check_thresholds({"roc_auc": 0.7, "log_loss": 0.5}, None, thresholds)
+    poor = evaluation.check_thresholds({"roc_auc": 0.6, "log_loss": 0.7}, None, thresholds)
 
     # Then the good one passes and the poor one misses both value thresholds
     assert good == []
@@ -186,7 +189,7 @@ def test_thresholds_with_overrides_changes_only_the_named_metric():
     defaults = GateSettings().thresholds
 
     # When a run raises the ROC AUC floor
-    changed = promote.thresholds_with_overrides(defaults, {"roc_auc": {"threshold": 0.9}})
+    changed = evaluation.thresholds_with_overrides(defaults, {"roc_auc": {"threshold": 0.9}})
 
     # Then that threshold changed, the rest of its rule and the other rules did not
     by_metric = {threshold.metric: threshold for threshold in changed}
@@ -200,13 +203,13 @@ def test_thresholds_with_overrides_changes_only_the_named_metric():
 def test_thresholds_without_overrides_are_the_defaults():
     defaults = GateSettings().thresholds
 
-    assert promote.thresholds_with_overrides(defaults, None) == defaults
-    assert promote.thresholds_with_overrides(defaults, {}) == defaults
+    assert evaluation.thresholds_with_overrides(defaults, None) == defaults
+    assert evaluation.thresholds_with_overrides(defaults, {}) == defaults
 
 
 def test_override_of_an_unknown_metric_is_a_promotion_error():
     with pytest.raises(PromotionError, match="unknown metric 'accuracy'"):
-        promote.thresholds_with_overrides(
+        evaluation.thresholds_with_overrides(
             GateSettings().thresholds, {"accuracy": {"threshold": 0.9}}
         )
 
@@ -224,7 +227,7 @@ def test_override_of_an_unknown_metric_is_a_promotion_error():
 )
 def test_invalid_override_is_a_validation_error(changes):
     with pytest.raises(ValidationError):
-        promote.thresholds_with_overrides(GateSettings().thresholds, {"roc_auc": changes})
+        evaluation.thresholds_with_overrides(GateSettings().thresholds, {"roc_auc": changes})
 
 
 # A real registry -----------------------------------------------------------------------------
@@ -270,8 +273,8 @@ def trained(tmp_path_factory) -> Trained:
         patch.setenv("MLOPS_SYNTHETIC__CUSTOMERS", "300")
         settings = load_settings()
         frame = labelled_days(settings, days=10)
-        strong = train.train_and_register(settings, frame, SMALL_MODEL)
-        weak = train.train_and_register(
+        strong = registration.train_and_register(settings, frame, SMALL_MODEL)
+        weak = registration.train_and_register(
             settings, frame, {"n_estimators": 2, "max_depth": 1, "learning_rate": 0.05}
         )
         client = tracking.mlflow_client(settings)
@@ -283,7 +286,7 @@ def trained(tmp_path_factory) -> Trained:
             model_id=registered.model_id,
         )
     training = settings.training
-    holdout = train.split_by_time(
+    holdout = splits.split_by_time(
         frame, "event_timestamp", training.validation_share, training.holdout_share
     ).holdout
     return Trained(root, holdout, strong.version, weak.version, str(twin.version))
@@ -301,8 +304,8 @@ def registry(trained, settings) -> Settings:
 
 
 def aliases(settings: Settings) -> dict[str, str | None]:
-    names = (promote.CHAMPION, promote.PREVIOUS_CHAMPION, promote.CHALLENGER)
-    return {name: promote.alias_version(settings, name) for name in names}
+    names = (model_versions.CHAMPION, model_versions.PREVIOUS_CHAMPION, model_versions.CHALLENGER)
+    return {name: model_versions.alias_version(settings, name) for name in names}
 
 
 def version_tags(settings: Settings, version: str) -> dict[str, str]:
@@ -310,7 +313,7 @@ def version_tags(settings: Settings, version: str) -> dict[str, str]:
     return client.get_model_version(settings.training.model_name, version).tags
 
 
-def moved(moves: list[promote.AliasMove]) -> list[tuple[str, str, str | None, str | None]]:
+def moved(moves: list[journal.AliasMove]) -> list[tuple[str, str, str | None, str | None]]:
     return [(m.action, m.alias, m.from_version, m.to_version) for m in moves]
 
 
@@ -322,7 +325,7 @@ def test_first_promotion_sets_the_champion_and_records_who_and_why(registry, tra
     assert aliases(registry) == {"champion": None, "previous_champion": None, "challenger": None}
 
     # When the strong version is promoted
-    moves = promote.promote(registry, trained.strong, None, "first model", "alice", "test")
+    moves = alias_moves.promote(registry, trained.strong, None, "first model", "alice", "test")
 
     # Then it is the champion, there is no previous one, and the move is in the audit trail
     assert aliases(registry) == {
@@ -331,7 +334,7 @@ def test_first_promotion_sets_the_champion_and_records_who_and_why(registry, tra
         "challenger": None,
     }
     assert moved(moves) == [("promote", "champion", None, trained.strong)]
-    (entry,) = promote.history(registry)
+    (entry,) = journal.history(registry)
     assert entry == moves[0]
     assert (entry.reason, entry.actor, entry.source) == ("first model", "alice", "test")
     assert datetime.fromisoformat(entry.when).tzinfo is not None
@@ -339,10 +342,10 @@ def test_first_promotion_sets_the_champion_and_records_who_and_why(registry, tra
 
 def test_promotion_keeps_the_old_champion_as_previous_champion(registry, trained):
     # Given a champion
-    promote.promote(registry, trained.strong, None, "first model", "alice")
+    alias_moves.promote(registry, trained.strong, None, "first model", "alice")
 
     # When another version is promoted against it
-    moves = promote.promote(registry, trained.twin, trained.strong, "retrained", "bob")
+    moves = alias_moves.promote(registry, trained.twin, trained.strong, "retrained", "bob")
 
     # Then the new version is champion, the old one previous champion, both moves audited
     assert aliases(registry)["champion"] == trained.twin
@@ -351,42 +354,42 @@ def test_promotion_keeps_the_old_champion_as_previous_champion(registry, trained
         ("promote", "previous_champion", None, trained.strong),
         ("promote", "champion", trained.strong, trained.twin),
     ]
-    assert moved(promote.history(registry)) == [
+    assert moved(journal.history(registry)) == [
         ("promote", "champion", None, trained.strong),
         *moved(moves),
     ]
-    assert [entry.actor for entry in promote.history(registry)] == ["alice", "bob", "bob"]
+    assert [entry.actor for entry in journal.history(registry)] == ["alice", "bob", "bob"]
 
 
 def test_promotion_refuses_when_the_champion_moved_since_the_gate(registry, trained):
     # Given a gate that compared against "no champion", and a champion promoted meanwhile
-    promote.promote(registry, trained.strong, None, "first model", "alice")
-    before = promote.history(registry)
+    alias_moves.promote(registry, trained.strong, None, "first model", "alice")
+    before = journal.history(registry)
 
     # When the gated candidate is promoted with the stale expectation
     # Then it is refused, naming both champions, and nothing moved
     with pytest.raises(PromotionError, match=f"champion moved from vNone to v{trained.strong}"):
-        promote.promote(registry, trained.weak, None, "stale gate", "bob")
+        alias_moves.promote(registry, trained.weak, None, "stale gate", "bob")
     with pytest.raises(PromotionError, match=f"from v{trained.twin} to v{trained.strong}"):
-        promote.promote(registry, trained.weak, trained.twin, "stale gate", "bob")
+        alias_moves.promote(registry, trained.weak, trained.twin, "stale gate", "bob")
     assert aliases(registry)["champion"] == trained.strong
-    assert promote.history(registry) == before
+    assert journal.history(registry) == before
 
 
 def test_promotion_refuses_when_the_expected_champion_is_gone(registry, trained):
     # Given a gate that compared against a champion, which has no champion now
     # When / Then promoting against that champion is refused
     with pytest.raises(PromotionError, match=f"from v{trained.strong} to vNone"):
-        promote.promote(registry, trained.weak, trained.strong, "stale gate", "bob")
+        alias_moves.promote(registry, trained.weak, trained.strong, "stale gate", "bob")
     assert aliases(registry)["champion"] is None
 
 
 def test_reject_labels_the_candidate_challenger_with_the_reason(registry, trained):
     # Given a champion
-    promote.promote(registry, trained.strong, None, "first model", "alice")
+    alias_moves.promote(registry, trained.strong, None, "first model", "alice")
 
     # When a weaker candidate is rejected
-    move = promote.reject(registry, trained.weak, "gate: roc_auc too low", "airflow", "dag")
+    move = alias_moves.reject(registry, trained.weak, "gate: roc_auc too low", "airflow", "dag")
 
     # Then the champion stays, the candidate is challenger and carries the reason
     assert aliases(registry) == {
@@ -396,16 +399,16 @@ def test_reject_labels_the_candidate_challenger_with_the_reason(registry, traine
     }
     assert version_tags(registry, trained.weak)["rejected_because"] == "gate: roc_auc too low"
     assert moved([move]) == [("reject", "challenger", None, trained.weak)]
-    assert promote.history(registry)[-1] == move
+    assert journal.history(registry)[-1] == move
 
 
 def test_promoting_the_challenger_clears_the_challenger_alias(registry, trained):
     # Given a rejected challenger
-    promote.promote(registry, trained.strong, None, "first model", "alice")
-    promote.reject(registry, trained.twin, "needs approval", "airflow")
+    alias_moves.promote(registry, trained.strong, None, "first model", "alice")
+    alias_moves.reject(registry, trained.twin, "needs approval", "airflow")
 
     # When it is promoted after all
-    moves = promote.promote(registry, trained.twin, trained.strong, "approved", "carol")
+    moves = alias_moves.promote(registry, trained.twin, trained.strong, "approved", "carol")
 
     # Then it is champion and no longer challenger
     assert aliases(registry) == {
@@ -418,11 +421,11 @@ def test_promoting_the_challenger_clears_the_challenger_alias(registry, trained)
 
 def test_rollback_restores_the_previous_champion(registry, trained):
     # Given a champion that replaced an earlier one
-    promote.promote(registry, trained.strong, None, "first model", "alice")
-    promote.promote(registry, trained.weak, trained.strong, "retrained", "alice")
+    alias_moves.promote(registry, trained.strong, None, "first model", "alice")
+    alias_moves.promote(registry, trained.weak, trained.strong, "retrained", "alice")
 
     # When it is rolled back
-    moves = promote.rollback(registry, None, "scores look wrong", "oncall", "cli")
+    moves = alias_moves.rollback(registry, None, "scores look wrong", "oncall", "cli")
 
     # Then the earlier champion serves again, and the rolled-back one is previous champion
     assert aliases(registry)["champion"] == trained.strong
@@ -431,7 +434,7 @@ def test_rollback_restores_the_previous_champion(registry, trained):
         ("rollback", "champion", trained.weak, trained.strong),
         ("rollback", "previous_champion", trained.strong, trained.weak),
     ]
-    assert promote.history(registry)[-2:] == moves
+    assert journal.history(registry)[-2:] == moves
     assert {(m.reason, m.actor, m.source) for m in moves} == {
         ("scores look wrong", "oncall", "cli")
     }
@@ -439,32 +442,32 @@ def test_rollback_restores_the_previous_champion(registry, trained):
 
 def test_a_rollback_run_again_completes_it_and_never_toggles(registry, trained):
     # Given a rollback decided while v(weak) serves, carried out once
-    promote.promote(registry, trained.strong, None, "first model", "alice")
-    promote.promote(registry, trained.weak, trained.strong, "retrained", "alice")
-    target = promote.rollback_target(registry, None)
-    promote.apply_rollback(registry, target, "scores look wrong", "oncall")
-    audited = len(promote.history(registry))
+    alias_moves.promote(registry, trained.strong, None, "first model", "alice")
+    alias_moves.promote(registry, trained.weak, trained.strong, "retrained", "alice")
+    target = alias_moves.rollback_target(registry, None)
+    alias_moves.apply_rollback(registry, target, "scores look wrong", "oncall")
+    audited = len(journal.history(registry))
 
     # When it runs again (a retry after a crash that followed the moves)
-    again = promote.apply_rollback(registry, target, "scores look wrong", "oncall")
+    again = alias_moves.apply_rollback(registry, target, "scores look wrong", "oncall")
 
     # Then nothing moves back: the decided champion still serves, nothing more is audited
     assert again == []
     assert aliases(registry)["champion"] == trained.strong
     assert aliases(registry)["previous_champion"] == trained.weak
-    assert len(promote.history(registry)) == audited
+    assert len(journal.history(registry)) == audited
 
 
 def test_a_rollback_killed_between_its_moves_is_completed_by_its_retry(registry, trained):
     # Given a rollback that moved `champion` and died before `previous_champion`
-    promote.promote(registry, trained.strong, None, "first model", "alice")
-    promote.promote(registry, trained.weak, trained.strong, "retrained", "alice")
-    target = promote.rollback_target(registry, None)
+    alias_moves.promote(registry, trained.strong, None, "first model", "alice")
+    alias_moves.promote(registry, trained.weak, trained.strong, "retrained", "alice")
+    target = alias_moves.rollback_target(registry, None)
     client = tracking.mlflow_client(registry)
     client.set_registered_model_alias(registry.training.model_name, "champion", trained.strong)
 
     # When its retry runs
-    moves = promote.apply_rollback(registry, target, "scores look wrong", "oncall")
+    moves = alias_moves.apply_rollback(registry, target, "scores look wrong", "oncall")
 
     # Then it completes the rollback, once
     assert moved(moves) == [("rollback", "previous_champion", trained.strong, trained.weak)]
@@ -474,42 +477,46 @@ def test_a_rollback_killed_between_its_moves_is_completed_by_its_retry(registry,
 
 def test_a_rollback_run_cleared_whole_decides_the_same_target_again(registry, trained):
     # Given an Airflow run that rolled v(weak) back to v(strong)
-    promote.promote(registry, trained.strong, None, "first model", "alice")
-    promote.promote(registry, trained.weak, trained.strong, "retrained", "alice")
-    first = promote.rollback_target(registry, None, "manual__run-1")
-    done = promote.apply_rollback(registry, first, "scores look wrong", "airflow", "manual__run-1")
-    audited = len(promote.history(registry))
+    alias_moves.promote(registry, trained.strong, None, "first model", "alice")
+    alias_moves.promote(registry, trained.weak, trained.strong, "retrained", "alice")
+    first = alias_moves.rollback_target(registry, None, "manual__run-1")
+    done = alias_moves.apply_rollback(
+        registry, first, "scores look wrong", "airflow", "manual__run-1"
+    )
+    audited = len(journal.history(registry))
 
     # When the whole run is cleared: it decides its target again, then applies it
-    again = promote.rollback_target(registry, None, "manual__run-1")
-    moves = promote.apply_rollback(registry, again, "scores look wrong", "airflow", "manual__run-1")
+    again = alias_moves.rollback_target(registry, None, "manual__run-1")
+    moves = alias_moves.apply_rollback(
+        registry, again, "scores look wrong", "airflow", "manual__run-1"
+    )
 
     # Then it decides what it decided before, reports the moves it made, and moves nothing
     assert again == first and moves == done
-    assert len(promote.history(registry)) == audited
+    assert len(journal.history(registry)) == audited
     assert aliases(registry)["champion"] == trained.strong
     # while another run would roll back to the previous champion, as asked
-    assert promote.rollback_target(registry, None, "manual__run-2").version == trained.weak
+    assert alias_moves.rollback_target(registry, None, "manual__run-2").version == trained.weak
 
 
 def test_a_decided_rollback_is_refused_once_the_champion_moved_elsewhere(registry, trained):
-    promote.promote(registry, trained.strong, None, "first model", "alice")
-    promote.promote(registry, trained.weak, trained.strong, "retrained", "alice")
-    target = promote.rollback_target(registry, None)
-    promote.promote(registry, trained.twin, trained.weak, "a newer model", "alice")
+    alias_moves.promote(registry, trained.strong, None, "first model", "alice")
+    alias_moves.promote(registry, trained.weak, trained.strong, "retrained", "alice")
+    target = alias_moves.rollback_target(registry, None)
+    alias_moves.promote(registry, trained.twin, trained.weak, "a newer model", "alice")
 
     with pytest.raises(PromotionError, match="decide the rollback again"):
-        promote.apply_rollback(registry, target, "stale", "oncall")
+        alias_moves.apply_rollback(registry, target, "stale", "oncall")
     assert aliases(registry)["champion"] == trained.twin
 
 
 def test_rollback_to_a_named_version(registry, trained):
     # Given a champion that replaced an earlier one
-    promote.promote(registry, trained.strong, None, "first model", "alice")
-    promote.promote(registry, trained.weak, trained.strong, "retrained", "alice")
+    alias_moves.promote(registry, trained.strong, None, "first model", "alice")
+    alias_moves.promote(registry, trained.weak, trained.strong, "retrained", "alice")
 
     # When it is rolled back to a version that was never champion
-    promote.rollback(registry, trained.twin, "known good artifacts", "oncall")
+    alias_moves.rollback(registry, trained.twin, "known good artifacts", "oncall")
 
     # Then that version serves, and the replaced one is previous champion
     assert aliases(registry)["champion"] == trained.twin
@@ -520,20 +527,20 @@ def test_rollback_with_nothing_to_roll_back_to_is_a_promotion_error(registry, tr
     # Given a registry that never had a champion
     # When / Then rolling back is refused, and nothing is recorded
     with pytest.raises(PromotionError, match="no previous champion to roll back to"):
-        promote.rollback(registry, None, "panic", "oncall")
-    assert promote.history(registry) == []
+        alias_moves.rollback(registry, None, "panic", "oncall")
+    assert journal.history(registry) == []
 
     # And with a first champion only, there is still nothing to roll back to
-    promote.promote(registry, trained.strong, None, "first model", "alice")
+    alias_moves.promote(registry, trained.strong, None, "first model", "alice")
     with pytest.raises(PromotionError, match="no previous champion to roll back to"):
-        promote.rollback(registry, None, "panic", "oncall")
+        alias_moves.rollback(registry, None, "panic", "oncall")
 
 
 def test_rollback_to_the_serving_champion_is_a_promotion_error(registry, trained):
-    promote.promote(registry, trained.strong, None, "first model", "alice")
+    alias_moves.promote(registry, trained.strong, None, "first model", "alice")
 
     with pytest.raises(PromotionError, match=f"v{trained.strong} is already the champion"):
-        promote.rollback(registry, trained.strong, "panic", "oncall")
+        alias_moves.rollback(registry, trained.strong, "panic", "oncall")
 
 
 # Moving an alias to a version the registry does not have raises MlflowException, not
@@ -543,23 +550,23 @@ def test_rollback_to_the_serving_champion_is_a_promotion_error(registry, trained
 
 def test_promoting_a_version_that_does_not_exist_moves_nothing(registry, trained):
     # Given a champion
-    promote.promote(registry, trained.strong, None, "first model", "alice")
+    alias_moves.promote(registry, trained.strong, None, "first model", "alice")
 
     # When a version number that was never registered is promoted
     with pytest.raises(PromotionError, match="999"):
-        promote.promote(registry, "999", trained.strong, "typo", "bob")
+        alias_moves.promote(registry, "999", trained.strong, "typo", "bob")
 
     # Then it is refused before any alias moved or any move was recorded
     assert aliases(registry)["champion"] == trained.strong
     assert aliases(registry)["previous_champion"] is None
-    assert len(promote.history(registry)) == 1
+    assert len(journal.history(registry)) == 1
 
 
 def test_rolling_back_to_a_version_that_does_not_exist_is_a_promotion_error(registry, trained):
-    promote.promote(registry, trained.strong, None, "first model", "alice")
+    alias_moves.promote(registry, trained.strong, None, "first model", "alice")
 
     with pytest.raises(PromotionError, match="999"):
-        promote.rollback(registry, "999", "typo", "oncall")
+        alias_moves.rollback(registry, "999", "typo", "oncall")
     assert aliases(registry)["champion"] == trained.strong
 
 
@@ -573,7 +580,7 @@ def test_gate_of_a_first_model_applies_value_thresholds_only_and_tags_the_versio
     overrides = {"roc_auc": {"min_absolute_change": 0.5}}
 
     # When the strong version is evaluated on the holdout days
-    decision = promote.evaluate(registry, trained.strong, trained.holdout, overrides)
+    decision = evaluation.evaluate(registry, trained.strong, trained.holdout, overrides)
 
     # Then it passes on its value thresholds alone
     assert decision.passed, decision.reasons
@@ -597,10 +604,10 @@ def test_gate_of_a_first_model_applies_value_thresholds_only_and_tags_the_versio
 
 def test_gate_rejects_a_candidate_worse_than_the_champion(registry, trained):
     # Given the strong version as champion
-    promote.promote(registry, trained.strong, None, "first model", "alice")
+    alias_moves.promote(registry, trained.strong, None, "first model", "alice")
 
     # When the weak version is evaluated on the same holdout
-    decision = promote.evaluate(registry, trained.weak, trained.holdout)
+    decision = evaluation.evaluate(registry, trained.weak, trained.holdout)
 
     # Then it fails, and the reason compares it with the champion in numbers
     assert not decision.passed
@@ -618,10 +625,10 @@ def test_gate_rejects_a_candidate_worse_than_the_champion(registry, trained):
 
 def test_gate_passes_a_candidate_exactly_as_good_as_the_champion(registry, trained):
     # Given the strong version as champion
-    promote.promote(registry, trained.strong, None, "first model", "alice")
+    alias_moves.promote(registry, trained.strong, None, "first model", "alice")
 
     # When another version of the same model is evaluated (change thresholds of 0: no worse)
-    decision = promote.evaluate(registry, trained.twin, trained.holdout)
+    decision = evaluation.evaluate(registry, trained.twin, trained.holdout)
 
     # Then it ties on every metric and passes
     assert decision.candidate_metrics == decision.champion_metrics
@@ -642,7 +649,7 @@ def test_scoring_a_sample_of_a_valid_model_passes(registry, trained, tmp_path):
     path = sample_file(trained, tmp_path)
 
     # When the infra check's body scores it with the strong version
-    check = promote.score_sample_here(registry, trained.strong, path)
+    check = infracheck.score_sample_here(registry, trained.strong, path)
 
     # Then every row got a valid probability and the model is within budget
     assert check.passed, check.detail
@@ -659,7 +666,9 @@ def test_a_model_over_the_size_budget_fails_naming_the_budget(
     tiny_budget = load_settings()
 
     # When the strong version is checked
-    check = promote.score_sample_here(tiny_budget, trained.strong, sample_file(trained, tmp_path))
+    check = infracheck.score_sample_here(
+        tiny_budget, trained.strong, sample_file(trained, tmp_path)
+    )
 
     # Then it fails, naming its size and the budget
     assert not check.passed
@@ -673,7 +682,7 @@ def test_infra_check_in_a_fresh_process_passes_a_good_version(registry, trained,
     sample = trained.holdout.head(40)
 
     # When it is loaded and scored in a fresh process
-    check = promote.infra_check(registry, trained.strong, sample, tmp_path / "infra")
+    check = infracheck.infra_check(registry, trained.strong, sample, tmp_path / "infra")
 
     # Then it passes, and the verdict is a tag of the version
     assert check.passed, check.detail
@@ -686,7 +695,7 @@ def test_infra_check_in_a_fresh_process_passes_a_good_version(registry, trained,
 def test_infra_check_of_a_missing_version_fails_with_a_clear_detail(registry, trained, tmp_path):
     # Given a version number the registry does not have
     # When the infra check loads it in a fresh process
-    check = promote.infra_check(registry, "999", trained.holdout.head(5), tmp_path / "infra")
+    check = infracheck.infra_check(registry, "999", trained.holdout.head(5), tmp_path / "infra")
 
     # Then it fails, and says the model did not load and why
     assert not check.passed

@@ -16,9 +16,14 @@ import pytest
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
-from pipelines import features, lake, promote, score, synthetic, train
+from pipelines.demo import synthetic
 from pipelines.errors import NoChampionError, NoFeaturesError, RerunError
+from pipelines.features import point_in_time
+from pipelines.io import feast_store, lake
+from pipelines.registry import alias_moves
+from pipelines.scoring import predictor, publishing, shadowing, sharding
 from pipelines.settings import load_settings
+from pipelines.training import registration
 from tests.worlds import labelled_frame
 
 DAY = date(2026, 1, 8)
@@ -39,17 +44,19 @@ def world(settings, monkeypatch):
     settings = load_settings()
     for offset in range(8):
         _publish_day(settings, DAY - timedelta(days=offset))
-    features.apply_repo(settings)
-    model = train.train_and_register(settings, labelled_frame(settings, DAY), {"n_estimators": 20})
-    promote.promote(settings, model.version, None, "unit test champion", "test")
+    feast_store.apply_repo(settings)
+    model = registration.train_and_register(
+        settings, labelled_frame(settings, DAY), {"n_estimators": 20}
+    )
+    alias_moves.promote(settings, model.version, None, "unit test champion", "test")
     return settings
 
 
 def test_scoring_run_id_depends_only_on_the_inputs():
-    first = score.scoring_run_id(DAY, "churn", "1", "abc")
-    assert first == score.scoring_run_id(DAY, "churn", "1", "abc")
-    assert first != score.scoring_run_id(DAY, "churn", "2", "abc")
-    assert first != score.scoring_run_id(DAY + timedelta(days=1), "churn", "1", "abc")
+    first = sharding.scoring_run_id(DAY, "churn", "1", "abc")
+    assert first == sharding.scoring_run_id(DAY, "churn", "1", "abc")
+    assert first != sharding.scoring_run_id(DAY, "churn", "2", "abc")
+    assert first != sharding.scoring_run_id(DAY + timedelta(days=1), "churn", "1", "abc")
 
 
 @pytest.mark.parametrize(
@@ -61,7 +68,7 @@ def test_shard_count_follows_data_size_and_settings(
     monkeypatch.setenv("MLOPS_SCORING__SHARD_ROWS", str(shard_rows))
     monkeypatch.setenv("MLOPS_SCORING__MAX_SHARDS", str(max_shards))
 
-    plan = score.plan(load_settings(), DAY)
+    plan = sharding.plan(load_settings(), DAY)
 
     assert len(plan.shards) == expected
     for before, after in zip(plan.shards, plan.shards[1:], strict=False):
@@ -69,35 +76,35 @@ def test_shard_count_follows_data_size_and_settings(
     customers = synthetic.activity(world.synthetic, DAY)["customer_id"]
     assert plan.shards[0]["first"] <= customers.min()
     assert plan.shards[-1]["last"] >= customers.max()
-    assert plan.model_version == "1" and plan.as_of == score.as_of(DAY).isoformat()
+    assert plan.model_version == "1" and plan.as_of == sharding.as_of(DAY).isoformat()
 
 
 def test_no_champion_is_a_clear_error(settings):
     with pytest.raises(NoChampionError, match="no 'champion' alias"):
-        score.plan(settings, DAY)
+        sharding.plan(settings, DAY)
 
 
 def test_no_features_in_the_window_is_a_clear_error(world):
     with pytest.raises(NoFeaturesError, match="no validated features"):
-        score.plan(world, DAY + timedelta(days=30))
+        sharding.plan(world, DAY + timedelta(days=30))
 
 
 def test_shard_features_are_point_in_time_within_the_ttl(world):
     # Given customer A with a row after the scoring time, and B whose only row is stale
     settings = world
     entity = settings.dataset.entity
-    plan = score.plan(settings, DAY)
+    plan = sharding.plan(settings, DAY)
     frame = synthetic.activity(settings.synthetic, DAY + timedelta(days=1))
-    frame["event_timestamp"] = pd.Timestamp(score.as_of(DAY)) + pd.Timedelta(hours=1)
+    frame["event_timestamp"] = pd.Timestamp(sharding.as_of(DAY)) + pd.Timedelta(hours=1)
     frame["sessions"] = 999
     _publish_day(settings, DAY + timedelta(days=1), frame)
 
-    rows = score.shard_features(settings, plan, 0, 10**9, ["sessions"]).to_pandas()
+    rows = sharding.shard_features(settings, plan, 0, 10**9, ["sessions"]).to_pandas()
 
     # Then no value from after the scoring time is used
     assert (rows["sessions"] != 999).all()
     assert rows[entity].is_unique and len(rows) == settings.synthetic.customers
-    assert (rows["event_timestamp"] <= pd.Timestamp(score.as_of(DAY))).all()
+    assert (rows["event_timestamp"] <= pd.Timestamp(sharding.as_of(DAY))).all()
 
 
 @pytest.fixture
@@ -105,38 +112,40 @@ def scored_night(world, monkeypatch):
     """The night DAY scored in three shards and published: its plan and what publish said."""
     monkeypatch.setenv("MLOPS_SCORING__SHARD_ROWS", "100")
     settings = load_settings()
-    plan = score.plan(settings, DAY)
+    plan = sharding.plan(settings, DAY)
     for shard in plan.shards:
-        score.score_shard(settings, plan, shard)
-    return plan, score.publish(settings, plan)
+        publishing.score_shard(settings, plan, shard)
+    return plan, publishing.publish(settings, plan)
 
 
 def test_a_crash_before_publish_leaves_the_previous_partition_whole(settings, scored_night):
     _, published = scored_night
-    before = score.partition(settings, score.PREDICTIONS, DAY).read_bytes()
+    before = publishing.partition(settings, publishing.PREDICTIONS, DAY).read_bytes()
     # Given a new champion, whose re-run of the night scores one shard and dies
-    model = train.train_and_register(settings, labelled_frame(settings, DAY), {"n_estimators": 5})
-    promote.promote(settings, model.version, "1", "a new champion", "test")
-    plan = score.plan(load_settings(), DAY)
-    score.score_shard(settings, plan, plan.shards[0])
+    model = registration.train_and_register(
+        settings, labelled_frame(settings, DAY), {"n_estimators": 5}
+    )
+    alias_moves.promote(settings, model.version, "1", "a new champion", "test")
+    plan = sharding.plan(load_settings(), DAY)
+    publishing.score_shard(settings, plan, plan.shards[0])
 
     # When its publish runs without the other shards
     with pytest.raises(RerunError, match="clear `plan`"):
-        score.publish(settings, plan)
+        publishing.publish(settings, plan)
 
     # Then the published partition is exactly the previous one
     assert published["rows"] == settings.synthetic.customers
-    assert score.partition(settings, score.PREDICTIONS, DAY).read_bytes() == before
+    assert publishing.partition(settings, publishing.PREDICTIONS, DAY).read_bytes() == before
 
 
 def test_publish_again_after_success_does_nothing_and_keeps_the_bytes(settings, scored_night):
     # Given a night published (its shards removed with its staging folder)
     plan, published = scored_night
-    path = score.partition(settings, score.PREDICTIONS, DAY)
+    path = publishing.partition(settings, publishing.PREDICTIONS, DAY)
     before = path.read_bytes()
 
     # When publish runs again (a cleared task, or a retry after a crash past the rename)
-    again = score.publish(settings, plan)
+    again = publishing.publish(settings, plan)
 
     # Then it reports the same partition and writes nothing
     assert again == published and path.read_bytes() == before
@@ -144,10 +153,10 @@ def test_publish_again_after_success_does_nothing_and_keeps_the_bytes(settings, 
 
 def test_publish_without_shards_or_its_partition_names_the_task_to_clear(settings, scored_night):
     plan, _ = scored_night
-    score.partition(settings, score.PREDICTIONS, DAY).unlink()
+    publishing.partition(settings, publishing.PREDICTIONS, DAY).unlink()
 
     with pytest.raises(RerunError, match="clear `plan` with its downstream tasks"):
-        score.publish(settings, plan)
+        publishing.publish(settings, plan)
 
 
 # The fast paths are the library's results, faster ---------------------------------------------
@@ -155,8 +164,8 @@ def test_publish_without_shards_or_its_partition_names_the_task_to_clear(setting
 
 def test_predict_equals_the_pipelines_predict_proba_on_the_same_rows(world):
     # Given the champion and rows with an unknown plan, a missing region and a missing count
-    model = score.load_model(world, score.plan(world, DAY))
-    columns = score.model_features(model)
+    model = predictor.load_model(world, sharding.plan(world, DAY))
+    columns = predictor.model_features(model)
     frame = synthetic.activity(world.synthetic, DAY)[columns].head(50).copy()
     frame.loc[0, "plan"] = "platinum"
     frame.loc[1, "region"] = None
@@ -166,16 +175,16 @@ def test_predict_equals_the_pipelines_predict_proba_on_the_same_rows(world):
     rows = rows.set_column(rows.schema.get_field_index("sessions"), "sessions", sessions)
 
     # When they are encoded from Arrow and scored by the classifier alone
-    assert score.encoder_layout(model) is not None
-    fast = score.predict(model, rows)
+    assert predictor.encoder_layout(model) is not None
+    fast = predictor.predict(model, rows)
 
     # Then the scores are exactly the whole pipeline's
     expected = model.predict_proba(rows.to_pandas())[:, 1]
     np.testing.assert_array_equal(fast, expected)
-    assert np.isnan(score.encode(rows, score.encoder_layout(model))[:2, :2]).sum() == 2
+    assert np.isnan(predictor.encode(rows, predictor.encoder_layout(model))[:2, :2]).sum() == 2
 
     # And so they are from text read dictionary-encoded, in chunks of different dictionaries
-    np.testing.assert_array_equal(score.predict(model, _text_as_dictionaries(rows)), expected)
+    np.testing.assert_array_equal(predictor.predict(model, _text_as_dictionaries(rows)), expected)
 
 
 def _text_as_dictionaries(rows):
@@ -189,16 +198,16 @@ def _text_as_dictionaries(rows):
 
 
 def test_a_model_of_another_shape_is_scored_as_a_whole(world):
-    model = score.load_model(world, score.plan(world, DAY))
-    columns = score.model_features(model)
+    model = predictor.load_model(world, sharding.plan(world, DAY))
+    columns = predictor.model_features(model)
     rows = pa.Table.from_pandas(synthetic.activity(world.synthetic, DAY)[columns].head(20))
     encoder, classifier = model.named_steps["encode"], model.named_steps["classify"]
     other = Pipeline([("encode", FunctionTransformer(encoder.transform)), ("classify", classifier)])
 
-    assert score.encoder_layout(other) is None
+    assert predictor.encoder_layout(other) is None
     expected = other.predict_proba(rows.to_pandas())[:, 1]
-    np.testing.assert_array_equal(score.predict(other, rows), expected)
-    np.testing.assert_array_equal(score.predict(other, _text_as_dictionaries(rows)), expected)
+    np.testing.assert_array_equal(predictor.predict(other, rows), expected)
+    np.testing.assert_array_equal(predictor.predict(other, _text_as_dictionaries(rows)), expected)
 
 
 def _sorted_day(path, rows: list[tuple[int, datetime, int]]) -> Path:
@@ -223,13 +232,15 @@ def _assert_latest_rows_are_the_windows(
 ) -> list[int]:
     """Check `latest_rows` against the latest of the whole window for each customer range;
     return every customer's latest `sessions`."""
-    expected = features.latest_per_entity(
-        features.window_rows(files, "customer_id", "event_timestamp", ["sessions"], start, end),
+    expected = point_in_time.latest_per_entity(
+        point_in_time.window_rows(
+            files, "customer_id", "event_timestamp", ["sessions"], start, end
+        ),
         "customer_id",
         "event_timestamp",
     )
     for entities in ranges:
-        latest = features.latest_rows(
+        latest = point_in_time.latest_rows(
             files, "customer_id", "event_timestamp", ["sessions"], start, end, entities
         )
         wanted = expected
@@ -267,12 +278,12 @@ def test_latest_rows_equal_the_latest_of_the_window(tmp_path, in_time_order):
         ),
     ]
     keys = [
-        features._window_keys(
+        point_in_time._window_keys(
             pq.ParquetFile(f), "customer_id", "event_timestamp", start, end, None, False
         )
         for f in files
     ]
-    assert features._in_time_order(keys) is in_time_order
+    assert point_in_time._in_time_order(keys) is in_time_order
 
     # When the latest rows are picked from keys, then decoded, they are the latest row of
     # each customer in the window, ties to the later file
@@ -304,12 +315,12 @@ def test_older_row_groups_beaten_by_the_newest_file_are_not_read_and_change_noth
         [(customer, _at(3, 1 + customer), customer * 10 + 1) for customer in range(1, 7)],
     )
     files = [older, newest]
-    later = features._window_keys(
+    later = point_in_time._window_keys(
         pq.ParquetFile(newest), "customer_id", "event_timestamp", start, end, None, False
     )
 
     # Then the statistics prove beaten only the groups every row of which loses
-    losing = features._losing_groups(
+    losing = point_in_time._losing_groups(
         pq.ParquetFile(older), "customer_id", "event_timestamp", [0, 1, 2], None, later
     )
     assert losing == ({0} if a_later_older_row else {0, 1})
@@ -343,11 +354,13 @@ def test_shards_from_statistics_cover_every_customer_once_in_even_parts(
     ).to_numpy()
 
     # When the shards are cut from the files' row-group statistics alone
-    shards = score._shards_from_statistics(files, "customer_id", shard_rows, max_shards)
+    shards = sharding._shards_from_statistics(files, "customer_id", shard_rows, max_shards)
 
     # Then they are as many as the in-memory split, each customer is in exactly one,
     # and no shard is off an even share by more than a row group's worth of customers
-    assert len(shards) == len(score._shards_in_memory(files, "customer_id", shard_rows, max_shards))
+    assert len(shards) == len(
+        sharding._shards_in_memory(files, "customer_id", shard_rows, max_shards)
+    )
     counts = [int(((customers >= s["first"]) & (customers <= s["last"])).sum()) for s in shards]
     assert sum(counts) == len(customers)
     assert [s["index"] for s in shards] == list(range(len(shards)))
@@ -362,8 +375,8 @@ def test_files_whose_statistics_cannot_bound_customers_are_split_in_memory(tmp_p
     pq.write_table(pa.table({"customer_id": ids}), path, row_group_size=100)
 
     # Then statistics give no split, and the one in memory has equal parts
-    assert score._shards_from_statistics([path], "customer_id", 250, 32) is None
-    shards = score._shards_in_memory([path], "customer_id", 250, 32)
+    assert sharding._shards_from_statistics([path], "customer_id", 250, 32) is None
+    shards = sharding._shards_in_memory([path], "customer_id", 250, 32)
     assert [(s["first"], s["last"]) for s in shards] == [
         (10**6 + 250 * i, 10**6 + 250 * i + 249) for i in range(4)
     ]
@@ -385,8 +398,8 @@ def test_the_whole_int64_range_is_planned(tmp_path, ids):
 
     # When shards are cut from its statistics, and in memory
     for shards in (
-        score._shards_from_statistics([path], "customer_id", 100, 32),
-        score._shards_in_memory([path], "customer_id", 100, 32),
+        sharding._shards_from_statistics([path], "customer_id", 100, 32),
+        sharding._shards_in_memory([path], "customer_id", 100, 32),
     ):
         # Then the shards are in order, in range, and hold every customer exactly once
         assert shards[0]["first"] == ids.min() and shards[-1]["last"] == ids.max()
@@ -405,30 +418,30 @@ def test_a_customer_with_the_greatest_id_is_scored(world, monkeypatch):
     monkeypatch.setenv("MLOPS_SCORING__SHARD_ROWS", "1000")
 
     # When the night is planned, scored and published
-    plan = score.plan(load_settings(), DAY)
+    plan = sharding.plan(load_settings(), DAY)
     for shard in plan.shards:
-        score.score_shard(settings, plan, shard)
-    score.publish(settings, plan)
+        publishing.score_shard(settings, plan, shard)
+    publishing.publish(settings, plan)
 
     # Then that customer has a prediction, as every other one of the night does
-    published = pq.read_table(score.partition(settings, score.PREDICTIONS, DAY))
+    published = pq.read_table(publishing.partition(settings, publishing.PREDICTIONS, DAY))
     assert set(frame["customer_id"]) <= set(published["customer_id"].to_pylist())
 
 
 def test_shadow_scoring_a_constant_challenger_reports_and_never_fails(world):
     # Given a challenger that predicts the same score for everyone (no split can be made)
     settings = world
-    constant = train.train_and_register(
+    constant = registration.train_and_register(
         settings, labelled_frame(settings, DAY), {"n_estimators": 5, "min_child_weight": 10_000}
     )
-    promote.reject(settings, constant.version, "a degenerate model", "test")
-    champion = score.plan(settings, DAY)
+    alias_moves.reject(settings, constant.version, "a degenerate model", "test")
+    champion = sharding.plan(settings, DAY)
     for shard in champion.shards:
-        score.score_shard(settings, champion, shard)
-    score.publish(settings, champion)
+        publishing.score_shard(settings, champion, shard)
+    publishing.publish(settings, champion)
 
     # When the night's shadow scoring runs
-    result = score.shadow_score(settings, champion)
+    result = shadowing.shadow_score(settings, champion)
 
     # Then it is scored, the undefined rank correlation is None, and the result is valid JSON
     assert result["status"] == "scored"

@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from pipelines import security
-from pipelines.orchestrator import (
+from pipelines.io.orchestrator import (
     LOCAL_COMPONENTS,
     STARTUP_TIMEOUT,
     AirflowApi,

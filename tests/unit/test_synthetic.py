@@ -10,9 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import lake, synthetic
+from pipelines.demo import synthetic
+from pipelines.demo.synthetic import ACTIVITY_SCHEMA, LABEL_SCHEMA, Fault
+from pipelines.io import lake
 from pipelines.settings import SyntheticSettings, load_settings
-from pipelines.synthetic import ACTIVITY_SCHEMA, LABEL_SCHEMA, Fault
 
 START = date(2026, 1, 1)
 

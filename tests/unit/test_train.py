@@ -8,9 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines import contracts, synthetic, train
+from pipelines import contracts
+from pipelines.demo import synthetic
 from pipelines.errors import ConfigurationError
 from pipelines.settings import SyntheticSettings, TrainingSettings
+from pipelines.training import fitting, model_metrics, registration, splits
 
 START = date(2026, 1, 1)
 KEYS = ["customer_id", "event_timestamp", "churned"]
@@ -55,7 +57,7 @@ def test_split_by_time_never_mixes_time(days):
     frame = days_frame(days)
 
     # When they are split by time
-    split = train.split_by_time(frame, "event_timestamp", 0.15, 0.15)
+    split = splits.split_by_time(frame, "event_timestamp", 0.15, 0.15)
 
     # Then train is strictly before validation, which is strictly before holdout
     assert len(split.train) and len(split.validation) and len(split.holdout)
@@ -68,7 +70,7 @@ def test_split_by_time_puts_every_row_in_exactly_one_split():
     frame = days_frame(20, rows_per_day=5)
 
     # When they are split by time
-    split = train.split_by_time(frame, "event_timestamp", 0.15, 0.15)
+    split = splits.split_by_time(frame, "event_timestamp", 0.15, 0.15)
 
     # Then the splits partition the rows: none lost, none repeated
     parts = [split.train.index, split.validation.index, split.holdout.index]
@@ -87,7 +89,7 @@ def test_too_few_days_to_split_is_a_configuration_error(days):
 
     # When / Then splitting them is refused, naming the day count
     with pytest.raises(ConfigurationError, match=f"{days} labelled days cannot be split"):
-        train.split_by_time(frame, "event_timestamp", 0.15, 0.15)
+        splits.split_by_time(frame, "event_timestamp", 0.15, 0.15)
 
 
 # Hyperparameters -----------------------------------------------------------------------------
@@ -99,7 +101,7 @@ def test_merge_hyperparameters_overrides_and_casts_without_touching_the_defaults
     before = dict(defaults)
 
     # When a run overrides two of them (the integer as JSON may give it, 50.0)
-    merged = train.merge_hyperparameters(defaults, {"n_estimators": 50.0, "learning_rate": 0.3})
+    merged = fitting.merge_hyperparameters(defaults, {"n_estimators": 50.0, "learning_rate": 0.3})
 
     # Then the overrides win, as their declared types, and the rest are kept
     assert merged == {**before, "n_estimators": 50, "learning_rate": 0.3}
@@ -110,14 +112,14 @@ def test_merge_hyperparameters_overrides_and_casts_without_touching_the_defaults
 def test_merge_hyperparameters_without_overrides_is_the_defaults():
     defaults = dict(TrainingSettings().hyperparameters)
 
-    assert train.merge_hyperparameters(defaults, None) == defaults
+    assert fitting.merge_hyperparameters(defaults, None) == defaults
 
 
 def test_unknown_hyperparameter_is_a_configuration_error():
     # Given an override with a typo
     # When / Then it is refused, naming the unknown name
     with pytest.raises(ConfigurationError, match="unknown hyperparameter 'n_estimator'"):
-        train.merge_hyperparameters(dict(TrainingSettings().hyperparameters), {"n_estimator": 5})
+        fitting.merge_hyperparameters(dict(TrainingSettings().hyperparameters), {"n_estimator": 5})
 
 
 @pytest.mark.parametrize(
@@ -135,18 +137,18 @@ def test_unknown_hyperparameter_is_a_configuration_error():
 def test_a_hyperparameter_out_of_its_bounds_is_refused_before_training(overrides, field):
     # The same check as the DAG's first task and the CLI: nothing reaches XGBoost
     with pytest.raises(ConfigurationError, match=field):
-        train.merge_hyperparameters(dict(TrainingSettings().hyperparameters), overrides)
+        fitting.merge_hyperparameters(dict(TrainingSettings().hyperparameters), overrides)
 
 
 def test_defaults_out_of_bounds_are_refused_too():
     defaults = {**TrainingSettings().hyperparameters, "reg_lambda": float("inf")}
 
     with pytest.raises(ConfigurationError, match=r"training\.hyperparameters\.reg_lambda"):
-        train.merge_hyperparameters(defaults, {"max_depth": 3})
+        fitting.merge_hyperparameters(defaults, {"max_depth": 3})
 
 
 def test_the_hyperparameters_are_the_contracts():
-    assert train.HYPERPARAMETERS is contracts.HYPERPARAMETER_BOUNDS
+    assert fitting.HYPERPARAMETERS is contracts.HYPERPARAMETER_BOUNDS
 
 
 # Feature spec --------------------------------------------------------------------------------
@@ -168,7 +170,7 @@ def test_feature_spec_puts_text_columns_in_categorical_and_excludes_keys_and_lab
     )
 
     # When the feature spec is derived
-    spec = train.feature_spec(frame, KEYS)
+    spec = splits.feature_spec(frame, KEYS)
 
     # Then text columns are categorical, numbers numeric, and keys and label are not features
     assert spec.categorical == ["plan", "region", "tier"]
@@ -185,7 +187,7 @@ def test_calibration_error_is_zero_when_every_bin_is_calibrated():
     labels = np.array([1, 0, 0, 0, 1, 1, 1, 0])
 
     # Then the observed rate matches the score in every bin
-    assert train.calibration_error(labels, scores) == pytest.approx(0.0)
+    assert model_metrics.calibration_error(labels, scores) == pytest.approx(0.0)
 
 
 def test_calibration_error_is_the_weighted_gap_between_rate_and_score():
@@ -194,12 +196,16 @@ def test_calibration_error_is_the_weighted_gap_between_rate_and_score():
     labels = np.array([1, 0, 0, 0])
 
     # Then the error is the row-weighted mean gap: (2 * 0.4 + 2 * 0.1) / 4
-    assert train.calibration_error(labels, scores) == pytest.approx(0.25)
+    assert model_metrics.calibration_error(labels, scores) == pytest.approx(0.25)
 
 
 def test_calibration_error_counts_a_score_of_one_in_the_last_bin():
-    assert train.calibration_error(np.array([1, 1]), np.array([1.0, 1.0])) == pytest.approx(0.0)
-    assert train.calibration_error(np.array([0, 0]), np.array([1.0, 1.0])) == pytest.approx(1.0)
+    assert model_metrics.calibration_error(np.array([1, 1]), np.array([1.0, 1.0])) == pytest.approx(
+        0.0
+    )
+    assert model_metrics.calibration_error(np.array([0, 0]), np.array([1.0, 1.0])) == pytest.approx(
+        1.0
+    )
 
 
 def test_classification_metrics_has_every_metric_the_gate_reads():
@@ -208,7 +214,7 @@ def test_classification_metrics_has_every_metric_the_gate_reads():
     scores = np.array([0.1, 0.2, 0.8, 0.9])
 
     # When metrics are computed
-    metrics = train.classification_metrics(labels, scores)
+    metrics = model_metrics.classification_metrics(labels, scores)
 
     # Then every metric is a plain float, and the ranking metrics are perfect
     assert set(metrics) == METRICS == set(contracts.GATE_METRIC_RANGES)
@@ -225,9 +231,11 @@ def test_classification_metrics_has_every_metric_the_gate_reads():
 def test_fingerprint_is_stable_for_the_same_rows_and_values():
     frame = labelled_days(SyntheticSettings(customers=50, start_date=START), days=2)
 
-    assert train.fingerprint(frame) == train.fingerprint(frame.copy())
+    assert registration.fingerprint(frame) == registration.fingerprint(frame.copy())
     # The index is not content: a re-indexed copy has the same fingerprint.
-    assert train.fingerprint(frame) == train.fingerprint(frame.set_axis(frame.index + 1000))
+    assert registration.fingerprint(frame) == registration.fingerprint(
+        frame.set_axis(frame.index + 1000)
+    )
 
 
 def test_fingerprint_changes_when_one_value_changes():
@@ -235,7 +243,7 @@ def test_fingerprint_changes_when_one_value_changes():
     changed = frame.copy()
     changed.loc[17, "sessions"] += 1
 
-    assert train.fingerprint(changed) != train.fingerprint(frame)
+    assert registration.fingerprint(changed) != registration.fingerprint(frame)
 
 
 # Model behaviour -----------------------------------------------------------------------------
@@ -248,11 +256,11 @@ def model():
     """A model fitted like `train_and_register` fits it, on 10 days of 500 customers."""
     frame = labelled_days(WORLD, days=10)
     settings = TrainingSettings()
-    spec = train.feature_spec(frame, KEYS)
-    split = train.split_by_time(
+    spec = splits.feature_spec(frame, KEYS)
+    split = splits.split_by_time(
         frame, "event_timestamp", settings.validation_share, settings.holdout_share
     )
-    fitted = train.fit(split, spec, "churned", settings.hyperparameters, settings.random_seed)
+    fitted = fitting.fit(split, spec, "churned", settings.hyperparameters, settings.random_seed)
     return fitted, spec, split.holdout.sample(n=400, random_state=5)
 
 
@@ -263,7 +271,7 @@ def churn_scores(fitted, spec, frame: pd.DataFrame) -> np.ndarray:
 def test_the_model_ranks_churners_above_stayers_on_the_holdout_days(model):
     fitted, spec, holdout = model
 
-    auc = train.classification_metrics(
+    auc = model_metrics.classification_metrics(
         holdout["churned"].to_numpy(), churn_scores(fitted, spec, holdout)
     )["roc_auc"]
 

@@ -195,7 +195,7 @@ def test_the_stdlib_check_refuses_it_naming_the_field(conf, field):
 def test_what_params_cannot_say_the_first_task_refuses_before_any_work(
     training_dag, served_dag, settings, monkeypatch, conf, field
 ):
-    from pipelines import jobs
+    from pipelines.jobs import training as jobs
 
     built = []
     monkeypatch.setattr(jobs, "build_training_set", lambda *args: built.append(args))
@@ -216,7 +216,7 @@ def test_what_params_cannot_say_the_first_task_refuses_before_any_work(
 def test_a_valid_request_passes_airflow_and_the_first_task(
     training_dag, served_dag, settings, monkeypatch, conf
 ):
-    from pipelines import jobs
+    from pipelines.jobs import training as jobs
 
     built = []
 

@@ -9,10 +9,13 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from pipelines import features, lake, synthetic, validate
+from pipelines.demo import synthetic
+from pipelines.demo.synthetic import ACTIVITY_SCHEMA, LABEL_SCHEMA
 from pipelines.errors import ConfigurationError, ValidationFailedError
+from pipelines.features import labelling
+from pipelines.ingest import validation
+from pipelines.io import feast_store, lake
 from pipelines.settings import load_settings
-from pipelines.synthetic import ACTIVITY_SCHEMA, LABEL_SCHEMA
 
 T = pd.Timestamp(datetime(2026, 1, 10, tzinfo=UTC))  # a prediction time: midnight
 HOUR = pd.Timedelta(hours=1)
@@ -53,8 +56,8 @@ def label_frame(rows: list[tuple[int, pd.Timestamp, int]]) -> pd.DataFrame:
 
 
 def joined(settings, labels: pd.DataFrame) -> pd.DataFrame:
-    store = features.apply_repo(settings)
-    return features.training_set(settings, labels, store).set_index(
+    store = feast_store.apply_repo(settings)
+    return labelling.training_set(settings, labels, store).set_index(
         ["customer_id", "event_timestamp"]
     )
 
@@ -110,7 +113,7 @@ def test_a_label_of_a_customer_without_any_feature_rows_gets_nulls(settings):
 
 # Feast's file (dask) offline store filters the joined rows by [T - ttl, T] and thereby drops
 # an entity row whose every feature row lies outside that range, instead of returning nulls.
-# `features.training_set` must put those labels back (see the fix in the test report).
+# `labelling.training_set` must put those labels back (see the fix in the test report).
 
 
 def test_a_label_whose_only_feature_rows_are_after_its_time_gets_nulls(settings):
@@ -178,7 +181,7 @@ def test_load_labels_reads_the_latest_window_of_landed_partitions(settings):
     land_labels(settings)
 
     # When labels are loaded for a three-day window as of the last landing day
-    labels = features.load_labels(settings, LANDED[-1], window_days=3)
+    labels = labelling.load_labels(settings, LANDED[-1], window_days=3)
 
     # Then they are the labels of the latest three landing days, as an entity dataframe
     assert predicted_days(labels) == [labelled(day) for day in LANDED[-3:]]
@@ -192,7 +195,7 @@ def test_load_labels_never_reads_a_partition_landed_after_as_of(settings):
     land_labels(settings)
 
     # When labels are loaded as of the third landing day
-    labels = features.load_labels(settings, LANDED[2], window_days=3)
+    labels = labelling.load_labels(settings, LANDED[2], window_days=3)
 
     # Then the partitions that landed later are not read
     assert predicted_days(labels) == [labelled(day) for day in LANDED[:3]]
@@ -204,7 +207,7 @@ def test_load_labels_defaults_to_the_settings_window(settings, monkeypatch):
     monkeypatch.setenv("MLOPS_TRAINING__WINDOW_DAYS", "3")
 
     # When labels are loaded without a window
-    labels = features.load_labels(load_settings(), LANDED[-1])
+    labels = labelling.load_labels(load_settings(), LANDED[-1])
 
     # Then the configured window applies
     assert predicted_days(labels) == [labelled(day) for day in LANDED[-3:]]
@@ -215,7 +218,7 @@ def test_load_labels_honours_the_prediction_day_range(settings):
     land_labels(settings)
 
     # When labels are loaded for prediction days 2026-01-02 .. 2026-01-03 (inclusive)
-    labels = features.load_labels(
+    labels = labelling.load_labels(
         settings, LANDED[-1], prediction_start=date(2026, 1, 2), prediction_end=date(2026, 1, 3)
     )
 
@@ -227,7 +230,7 @@ def test_load_labels_honours_the_prediction_day_range(settings):
 def test_load_labels_with_only_a_prediction_start_reads_up_to_as_of(settings):
     land_labels(settings)
 
-    labels = features.load_labels(settings, LANDED[3], prediction_start=date(2026, 1, 3))
+    labels = labelling.load_labels(settings, LANDED[3], prediction_start=date(2026, 1, 3))
 
     assert predicted_days(labels) == [date(2026, 1, 3), date(2026, 1, 4)]
 
@@ -235,7 +238,7 @@ def test_load_labels_with_only_a_prediction_start_reads_up_to_as_of(settings):
 def test_load_labels_with_only_a_prediction_end_narrows_the_window(settings):
     land_labels(settings)
 
-    labels = features.load_labels(
+    labels = labelling.load_labels(
         settings, LANDED[-1], window_days=4, prediction_end=date(2026, 1, 3)
     )
 
@@ -246,7 +249,7 @@ def test_no_landed_labels_is_a_configuration_error(settings):
     # Given a lake without labels
     # When / Then loading labels fails naming the day
     with pytest.raises(ConfigurationError, match="no labels have landed by 2026-02-04"):
-        features.load_labels(settings, LANDED[-1])
+        labelling.load_labels(settings, LANDED[-1])
 
 
 def test_labels_that_land_only_after_as_of_are_a_configuration_error(settings):
@@ -255,7 +258,7 @@ def test_labels_that_land_only_after_as_of_are_a_configuration_error(settings):
 
     # When / Then loading as of the day before the first landing fails
     with pytest.raises(ConfigurationError, match="no labels have landed by 2026-01-30"):
-        features.load_labels(settings, LANDED[0] - timedelta(days=1))
+        labelling.load_labels(settings, LANDED[0] - timedelta(days=1))
 
 
 # Validation of the training set --------------------------------------------------------------
@@ -283,7 +286,7 @@ def test_a_good_training_set_passes(small_minimum):
     frame = training_frame(small_minimum)
 
     # When it is validated
-    result = validate.validate_training_set(small_minimum, frame)
+    result = validation.validate_training_set(small_minimum, frame)
 
     # Then it passes
     assert result["success"] is True
@@ -332,7 +335,7 @@ def test_a_bad_training_set_fails_naming_the_expectation(small_minimum, spoil, n
 
     # When / Then validation fails and names the expectation that did not hold
     with pytest.raises(ValidationFailedError) as failure:
-        validate.validate_training_set(small_minimum, frame)
+        validation.validate_training_set(small_minimum, frame)
     assert named in str(failure.value)
     assert "checkpoint 'training_set'" in str(failure.value)
 
@@ -344,6 +347,6 @@ def test_too_few_rows_fail_naming_the_row_count(settings, monkeypatch):
 
     # When / Then validation fails naming the row-count expectation and the count
     with pytest.raises(ValidationFailedError) as failure:
-        validate.validate_training_set(strict, training_frame(strict))
+        validation.validate_training_set(strict, training_frame(strict))
     assert "expect_table_row_count_to_be_between: observed 300" in str(failure.value)
     assert "training set of 300 rows" in str(failure.value)

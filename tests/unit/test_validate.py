@@ -12,7 +12,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import jobs, lake, synthetic, validate
+from pipelines.demo import synthetic
+from pipelines.demo.synthetic import Fault
 from pipelines.errors import (
     ContractViolationError,
     DataQualityError,
@@ -21,8 +22,10 @@ from pipelines.errors import (
     UnreadablePartitionError,
     ValidationFailedError,
 )
+from pipelines.ingest import publish, validation
+from pipelines.io import expectations, lake
+from pipelines.jobs import feature_pipeline
 from pipelines.settings import PROJECT_ROOT
-from pipelines.synthetic import Fault
 
 DAY = date(2026, 1, 1)
 
@@ -93,7 +96,7 @@ def raw(settings, day=DAY):
 
 
 def staged(settings, day=DAY):
-    return lake.partition_file(settings.lake_root / validate.STAGING_ZONE, "activity", day)
+    return lake.partition_file(settings.lake_root / validation.STAGING_ZONE, "activity", day)
 
 
 def validated(settings, day=DAY):
@@ -114,7 +117,7 @@ def test_clean_partition_passes_is_staged_and_published(settings, suite_columns)
     original = pq.read_table(landed)
 
     # When it goes through the gate
-    outcome = validate.validate_partition(settings, DAY)
+    outcome = validation.validate_partition(settings, DAY)
 
     # Then it passes and is staged with exactly the contract's columns, not yet published
     assert outcome.day == "2026-01-01"
@@ -126,7 +129,7 @@ def test_clean_partition_passes_is_staged_and_published(settings, suite_columns)
     assert not settings.quarantine_root.exists()
 
     # When it is published
-    published = validate.publish_partition(settings, DAY)
+    published = publish.publish_partition(settings, DAY)
 
     # Then it moved from staging into the validated zone, byte for byte the staged table
     assert published == validated(settings)
@@ -142,19 +145,19 @@ def test_publishing_without_a_staged_partition_names_the_task_to_clear(settings)
     # When publishing it
     # Then it fails at once (no retry can help) and says which task to clear instead
     with pytest.raises(RerunError, match="clear `validate` with its downstream tasks"):
-        validate.publish_partition(settings, DAY)
+        publish.publish_partition(settings, DAY)
     assert not settings.validated_root.exists()
 
 
 def test_publishing_again_after_success_does_nothing(settings):
     # Given a day published (its staged file renamed into the validated zone)
     synthetic.land_day(settings, DAY)
-    validate.validate_partition(settings, DAY)
-    first = validate.publish_partition(settings, DAY)
+    validation.validate_partition(settings, DAY)
+    first = publish.publish_partition(settings, DAY)
     before = first.read_bytes()
 
     # When publish runs again: a cleared task, or a retry after a crash past the rename
-    again = validate.publish_partition(settings, DAY)
+    again = publish.publish_partition(settings, DAY)
 
     # Then it reports the published partition and changes nothing
     assert again == first and again.read_bytes() == before
@@ -164,11 +167,11 @@ def test_validating_a_quarantined_night_again_says_to_land_it_again(settings):
     # Given a day quarantined by the gate (its raw file moved away)
     synthetic.land_day(settings, DAY, Fault.NULLS)
     with pytest.raises(ValidationFailedError):
-        validate.validate_partition(settings, DAY)
+        validation.validate_partition(settings, DAY)
 
     # When the gate runs on it again (a cleared `validate`)
     with pytest.raises(DataQualityError, match="land a corrected partition") as caught:
-        validate.validate_partition(settings, DAY)
+        validation.validate_partition(settings, DAY)
 
     # Then it is a data-quality error (never retried), not a "not landed" one (retried)
     assert not isinstance(caught.value, NotLandedError)
@@ -177,13 +180,13 @@ def test_validating_a_quarantined_night_again_says_to_land_it_again(settings):
 def test_republishing_a_day_replaces_it(settings):
     # Given a day was published once
     synthetic.land_day(settings, DAY)
-    validate.validate_partition(settings, DAY)
-    validate.publish_partition(settings, DAY)
+    validation.validate_partition(settings, DAY)
+    publish.publish_partition(settings, DAY)
     first = validated(settings).read_bytes()
 
     # When it is validated and published again
-    validate.validate_partition(settings, DAY)
-    validate.publish_partition(settings, DAY)
+    validation.validate_partition(settings, DAY)
+    publish.publish_partition(settings, DAY)
 
     # Then the validated zone holds the one file, same content
     assert validated(settings).read_bytes() == first
@@ -194,8 +197,8 @@ def test_republishing_a_day_replaces_it(settings):
 def test_faulty_partition_is_rejected_and_quarantined(settings, fault):
     # Given a good version of the day was already validated and published
     synthetic.land_day(settings, DAY)
-    validate.validate_partition(settings, DAY)
-    good = validate.publish_partition(settings, DAY).read_bytes()
+    validation.validate_partition(settings, DAY)
+    good = publish.publish_partition(settings, DAY).read_bytes()
     # And then a faulty version of the same day lands
     synthetic.land_day(settings, DAY, fault)
     bad = raw(settings).read_bytes()
@@ -206,7 +209,7 @@ def test_faulty_partition_is_rejected_and_quarantined(settings, fault):
         Fault.WRONG_DTYPE: ContractViolationError,
     }.get(fault, ValidationFailedError)
     with pytest.raises(expected_error) as caught:
-        validate.validate_partition(settings, DAY)
+        validation.validate_partition(settings, DAY)
 
     # Then the error names the failed expectation and column, and where the file went
     message = str(caught.value)
@@ -247,7 +250,7 @@ def test_partition_that_never_landed_raises_not_landed(settings):
 
     # When the gate runs
     with pytest.raises(NotLandedError) as caught:
-        validate.validate_partition(settings, DAY)
+        validation.validate_partition(settings, DAY)
 
     # Then the error names the path it expected, and is retryable (not a data-quality error)
     assert str(raw(settings).parent) in str(caught.value)
@@ -265,9 +268,9 @@ def test_extra_column_passes_and_is_dropped(settings, suite_columns):
     assert "promo_code" in pq.read_schema(raw(settings)).names
 
     # When it goes through the gate and is published
-    outcome = validate.validate_partition(settings, DAY)
+    outcome = validation.validate_partition(settings, DAY)
     staged_columns = pq.read_schema(staged(settings)).names
-    published = validate.publish_partition(settings, DAY)
+    published = publish.publish_partition(settings, DAY)
 
     # Then it passed, the extra column is reported, and only the contract's columns go on
     assert outcome.extra_columns == ["promo_code"]
@@ -286,7 +289,7 @@ def test_data_docs_and_results_are_written_under_the_state_root(settings):
     synthetic.land_day(settings, DAY)
 
     # When the gate runs
-    outcome = validate.validate_partition(settings, DAY)
+    outcome = validation.validate_partition(settings, DAY)
 
     # Then Data Docs and validation results live under the state root
     assert settings.data_docs_index.is_file()
@@ -307,7 +310,7 @@ def test_data_docs_are_written_for_failing_runs_too(settings):
 
     # When the gate rejects it
     with pytest.raises(ValidationFailedError):
-        validate.validate_partition(settings, DAY)
+        validation.validate_partition(settings, DAY)
 
     # Then Data Docs exist to look at
     assert settings.data_docs_index.is_file()
@@ -316,7 +319,7 @@ def test_data_docs_are_written_for_failing_runs_too(settings):
 def test_expectation_parameters_bound_the_partition_day(settings):
     # Given a partition day
     # When the suite's run-time parameters are computed
-    parameters = validate.expectation_parameters(settings, DAY)
+    parameters = validation.expectation_parameters(settings, DAY)
 
     # Then they bound that UTC day and carry the row-count limits
     assert parameters == {
@@ -329,10 +332,10 @@ def test_expectation_parameters_bound_the_partition_day(settings):
 
 def test_contract_columns_come_from_the_suite(settings, suite_columns):
     # Given the committed GE context
-    context = validate.gx_context(settings)
+    context = expectations.gx_context(settings)
 
     # When its contract is read, then the columns are the suite's, in the suite's order
-    assert validate.contract_columns(context, "activity_partition") == suite_columns
+    assert validation.contract_columns(context, "activity_partition") == suite_columns
 
 
 # failed_expectations on a hand-made describe_dict() -----------------------------------------
@@ -404,7 +407,7 @@ def test_failed_expectations_reads_a_describe_dict():
     }
 
     # When its failures are listed
-    failures = validate.failed_expectations(result)
+    failures = validation.failed_expectations(result)
 
     # Then every failed expectation appears once, in order, with its column and a reason
     assert [(f.expectation, f.column) for f in failures] == [
@@ -443,7 +446,7 @@ def test_failed_expectations_of_a_passing_result_is_empty():
     }
 
     # When its failures are listed, then there are none
-    assert validate.failed_expectations(result) == []
+    assert validation.failed_expectations(result) == []
 
 
 # Landed files a hostile or careless writer produces, beyond the generator's faults.
@@ -468,8 +471,8 @@ def with_column(table, name, column):
 
 
 def published_table(settings, day=DAY):
-    validate.validate_partition(settings, day)
-    return pq.read_table(validate.publish_partition(settings, day))
+    validation.validate_partition(settings, day)
+    return pq.read_table(publish.publish_partition(settings, day))
 
 
 def test_lossless_variants_are_published_on_the_contracts_types(settings):
@@ -546,7 +549,7 @@ def test_lossy_or_ambiguous_types_are_refused_naming_the_column(settings, column
 
     # When the gate runs, then the partition is quarantined with one line naming the column
     with pytest.raises(ContractViolationError) as caught:
-        validate.validate_partition(settings, DAY)
+        validation.validate_partition(settings, DAY)
     message = str(caught.value)
     assert phrase in message and "\n" not in message
     assert str(quarantined(settings)) in message
@@ -565,7 +568,7 @@ def test_naive_timestamps_with_pandas_metadata_saying_utc_are_refused(settings):
 
     # When the gate runs, then it judges the Arrow type that readers get, and refuses it
     with pytest.raises(ContractViolationError, match="without a time zone"):
-        validate.validate_partition(settings, DAY)
+        validation.validate_partition(settings, DAY)
 
 
 def test_a_partition_is_all_its_files_whatever_their_names(settings):
@@ -577,8 +580,8 @@ def test_a_partition_is_all_its_files_whatever_their_names(settings):
     (raw(settings).parent / "_SUCCESS").write_text("")
 
     # When it goes through the gate and is published
-    outcome = validate.validate_partition(settings, DAY)
-    published = pq.read_table(validate.publish_partition(settings, DAY))
+    outcome = validation.validate_partition(settings, DAY)
+    published = pq.read_table(publish.publish_partition(settings, DAY))
 
     # Then every row of both files was validated and published, as one file
     assert outcome.rows == table.num_rows
@@ -597,7 +600,7 @@ def test_a_bad_file_refuses_the_whole_partition(settings):
 
     # When the gate runs, then the partition is refused whole and both files are quarantined
     with pytest.raises(ValidationFailedError, match="column 'plan'"):
-        validate.validate_partition(settings, DAY)
+        validation.validate_partition(settings, DAY)
     assert not good_file.exists() and not bad_file.exists()
     assert [p.name for p in lake.data_files(quarantined(settings))] == [
         "part-00000.parquet",
@@ -616,7 +619,7 @@ def test_files_that_disagree_on_columns_are_refused(settings):
     with pytest.raises(
         ContractViolationError, match=r"b\.parquet and a\.parquet differ in columns 'sessions'"
     ):
-        validate.validate_partition(settings, DAY)
+        validation.validate_partition(settings, DAY)
 
 
 def test_duplicate_column_names_give_one_line_naming_the_column(settings):
@@ -626,7 +629,7 @@ def test_duplicate_column_names_give_one_line_naming_the_column(settings):
 
     # When the gate runs, then one short line names it (no Arrow schema dump)
     with pytest.raises(ContractViolationError) as caught:
-        validate.validate_partition(settings, DAY)
+        validation.validate_partition(settings, DAY)
     message = str(caught.value)
     assert "part-0.parquet: column 'plan' appears 2 times" in message
     assert "\n" not in message and "schema" not in message
@@ -643,7 +646,7 @@ def test_one_row_per_customer_per_day(settings):
     with pytest.raises(
         ValidationFailedError, match="expect_column_values_to_be_unique on column 'customer_id'"
     ):
-        validate.validate_partition(settings, DAY)
+        validation.validate_partition(settings, DAY)
 
 
 def test_echoed_values_are_cut_with_their_length_and_escaped(settings):
@@ -655,7 +658,7 @@ def test_echoed_values_are_cut_with_their_length_and_escaped(settings):
 
     # When the gate refuses it
     with pytest.raises(ValidationFailedError) as caught:
-        validate.validate_partition(settings, DAY)
+        validation.validate_partition(settings, DAY)
 
     # Then the long value is cut and its length said, and the look-alike is escaped
     message = str(caught.value)
@@ -673,7 +676,7 @@ def test_a_partition_dated_in_the_future_is_refused(settings):
 
     # When the gate runs, then it is quarantined and says why and which setting allows more
     with pytest.raises(DataQualityError, match="is in the future") as caught:
-        validate.validate_partition(settings, future)
+        validation.validate_partition(settings, future)
     assert "MLOPS_VALIDATION__FUTURE_TOLERANCE" in str(caught.value)
     assert not landed.exists()
     assert not settings.validated_root.exists()
@@ -682,16 +685,16 @@ def test_a_partition_dated_in_the_future_is_refused(settings):
 def test_the_future_tolerance_bounds_the_latest_night(settings):
     now = datetime(2026, 3, 10, 1, 30, tzinfo=UTC)
     # Yesterday and today pass with the default tolerance of one day ...
-    validate.refuse_future_night(settings, date(2026, 3, 9), now)
-    validate.refuse_future_night(settings, date(2026, 3, 10), now)
+    validation.refuse_future_night(settings, date(2026, 3, 9), now)
+    validation.refuse_future_night(settings, date(2026, 3, 10), now)
     # ... tomorrow does not.
     with pytest.raises(DataQualityError, match="date=2026-03-11 is in the future"):
-        validate.refuse_future_night(settings, date(2026, 3, 11), now)
+        validation.refuse_future_night(settings, date(2026, 3, 11), now)
 
 
 def test_materializing_a_night_in_the_future_is_refused(settings):
     # Given a night beyond today plus the tolerance
     # When its materialization is asked for, then it is refused before the online store
     with pytest.raises(DataQualityError, match="date=2099-01-01 is in the future"):
-        jobs.materialize(date(2099, 1, 1))
+        feature_pipeline.materialize(date(2099, 1, 1))
     assert not (settings.feast_root / "online_store.db").exists()

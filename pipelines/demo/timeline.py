@@ -38,20 +38,43 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from pipelines import contracts, lake, monitor, promote, score, security, synthetic
-from pipelines.orchestrator import AirflowApi, AirflowError, LocalAirflow
+from pipelines import contracts, security
+from pipelines.demo import synthetic
+from pipelines.io import lake
+from pipelines.io.orchestrator import AirflowApi, AirflowError, LocalAirflow
+from pipelines.monitoring import nightly
+from pipelines.registry import journal, model_versions
+from pipelines.scoring import publishing
 from pipelines.settings import Settings, load_settings
 
 BROKEN_DAY_INDEX = 2
+
+
 BROKEN_FAULT = synthetic.Fault.UNKNOWN_CATEGORY
+
+
 LABELLED_DAYS_FOR_FIRST_MODEL = 10
+
+
 DRIFT_AFTER_SCORED_NIGHTS = 2
+
+
 MARKER = "demo.json"
+
+
 DEMO_DAGS = ("feature_pipeline", "batch_scoring", "drift_monitor", "training")
+
+
 SCORING_DAGS = ("batch_scoring", "drift_monitor")
+
+
 # Bounds on waiting for Airflow, generous for a busy machine.
 NIGHT_TIMEOUT = 900.0
+
+
 HISTORY_TIMEOUT = 3600.0
+
+
 TRAINING_TIMEOUT = 1200.0
 
 
@@ -76,7 +99,7 @@ def _rows(settings: Settings, day: date) -> int:
 
 
 def _predictions(settings: Settings, day: date) -> int:
-    path = score.partition(settings, score.PREDICTIONS, day)
+    path = publishing.partition(settings, publishing.PREDICTIONS, day)
     return pq.read_metadata(path).num_rows if path.exists() else 0
 
 
@@ -193,7 +216,8 @@ class Demo:
                 drifted_features=scoring.get("drifted", "-"),
                 prediction_psi=scoring.get("psi", "-"),
                 alarm=scoring.get("alarm", "-"),
-                champion=promote.alias_version(self.settings, promote.CHAMPION) or "-",
+                champion=model_versions.alias_version(self.settings, model_versions.CHAMPION)
+                or "-",
             )
         )
 
@@ -223,10 +247,11 @@ class Demo:
         run = self.api.wait_for_run("training", find, TRAINING_TIMEOUT, f"training {run_id}")
         tasks = self.api.tasks("training", run["dag_run_id"])
         if tasks.get("promote") == "success":
-            return f"v{promote.alias_version(self.settings, promote.CHAMPION)} promoted to champion"
+            champion = model_versions.alias_version(self.settings, model_versions.CHAMPION)
+            return f"v{champion} promoted to champion"
         if tasks.get("reject") == "success":
             rejected = next(
-                m for m in reversed(promote.history(self.settings)) if m.action == "reject"
+                m for m in reversed(journal.history(self.settings)) if m.action == "reject"
             )
             return f"v{rejected.to_version} rejected: {rejected.reason}"
         return f"training {run['state']}: {tasks}"
@@ -248,7 +273,7 @@ class Demo:
         self.record(day, "scheduled", features, **self._drift(day, checked))
 
     def _drift(self, day: date, run: dict[str, Any]) -> dict[str, str]:
-        path = monitor.report_dir(self.settings, day) / "report.json"
+        path = nightly.report_dir(self.settings, day) / "report.json"
         if run["state"] != "success" or not path.exists():
             return {"alarm": "error"}
         report = json.loads(path.read_text())
@@ -342,7 +367,7 @@ def _print_summary(settings: Settings, nights: list[NightSummary]) -> None:
         )
     print(f"\nonline store holds {_online_entities(settings)} customers' latest features.")
     print("\nmodel registry audit trail:")
-    for move in promote.history(settings):
+    for move in journal.history(settings):
         print(
             f"  {move.when[:19]}  {move.action:<8} {move.alias:<18} "
             f"v{move.from_version or '-'} -> v{move.to_version or '-'}  ({move.reason})"
@@ -355,7 +380,7 @@ def _print_where_to_look(settings: Settings) -> None:
         ("Data Docs (every validation)", f"file://{settings.data_docs_index}"),
         ("quarantined partitions", settings.quarantine_root),
         ("validated lake", settings.validated_root),
-        ("predictions", settings.lake_root / score.PREDICTIONS),
+        ("predictions", settings.lake_root / publishing.PREDICTIONS),
         ("drift reports (JSON, HTML)", settings.state_root / "reports" / "drift"),
         ("Feast online store (SQLite)", settings.feast_root / "online_store.db"),
         ("alerts raised", settings.alerts_file),

@@ -13,100 +13,19 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
-import yaml
 
-from pipelines import faults, lake
-from pipelines.errors import ConfigurationError
+from pipelines.io import lake
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class MaterializationResult:
-    """What one materialization wrote (JSON-friendly, for XCom and Asset extras)."""
-
-    feature_view: str
-    start: str
-    end: str
-    partitions: list[str]
-    rows_read: int
-    entities_written: int
-
-
-def repo_config_dict(settings: Settings) -> dict[str, Any]:
-    """`feature_store.yaml` contents for the settings' profile."""
-    root = settings.feast_root
-    if settings.profile == "production":
-        registry: dict[str, Any] = {
-            "registry_type": "sql",
-            "path": settings.feast.registry_sql_url,
-            "cache_ttl_seconds": 60,
-        }
-        online: dict[str, Any] = {
-            "type": "redis",
-            "connection_string": settings.feast.redis_connection,
-        }
-    else:
-        registry = {
-            "registry_type": "file",
-            "path": str(root / "registry.db"),
-            "cache_ttl_seconds": 60,
-        }
-        online = {"type": "sqlite", "path": str(root / "online_store.db")}
-    return {
-        "project": settings.feast.project,
-        "provider": "local",
-        "registry": registry,
-        "online_store": online,
-        "offline_store": {"type": "file"},
-        "entity_key_serialization_version": 3,
-    }
-
-
-def feature_store(settings: Settings) -> Any:
-    """A `FeatureStore` configured from settings (no repository files are read)."""
-    from feast import FeatureStore, RepoConfig
-
-    settings.feast_root.mkdir(parents=True, exist_ok=True)
-    config = RepoConfig(repo_path=settings.feature_repo, **repo_config_dict(settings))
-    return FeatureStore(repo_path=str(settings.feature_repo), config=config)
-
-
-def write_feature_store_yaml(settings: Settings) -> Path:
-    """Render the store's config for the `feast` CLI (`feast -c feature_repo -f <this>`)."""
-    target = settings.feast_root / "feature_store.yaml"
-    lake.write_bytes_atomic(
-        yaml.safe_dump(repo_config_dict(settings), sort_keys=False).encode(), target
-    )
-    return target
-
-
-def apply_repo(settings: Settings) -> Any:
-    """Register the repository's objects (idempotent) and return the store."""
-    from feature_repo.definitions import build
-
-    store = feature_store(settings)
-    store.apply(build(settings))
-    write_feature_store_yaml(settings)
-    return store
-
-
-def materialization_window(
-    settings: Settings, start: datetime, end: datetime
-) -> tuple[datetime, datetime]:
-    """The window a night's [start, end) materializes, widened at the start for late rows."""
-    return start - settings.feast.materialize_overlap, end
 
 
 def partition_files(settings: Settings, start: datetime, end: datetime) -> list[Path]:
@@ -513,123 +432,3 @@ def latest_rows(
         schema = parquets[0].schema_arrow
         return pa.schema([schema.field(name) for name in wanted]).empty_table()
     return _by_entity(pa.concat_tables(parts), entity)
-
-
-def _not_older_than_online(
-    store: Any, view: Any, latest: pa.Table, entity: str, timestamp: str, batch_rows: int
-) -> pa.Table:
-    """The rows at least as new (to the second Feast reports) as their entity's online row."""
-    from feast.online_response import TIMESTAMP_POSTFIX
-
-    feature = view.features[0].name
-    ids = latest.column(entity).to_pylist()
-    online: list[int] = []
-    for offset in range(0, len(ids), batch_rows):
-        response = store.get_online_features(
-            features=[f"{view.name}:{feature}"],
-            entity_rows=[{entity: value} for value in ids[offset : offset + batch_rows]],
-        ).to_dict(include_event_timestamps=True)
-        online.extend(response[f"{feature}{TIMESTAMP_POSTFIX}"])
-    seconds = pc.cast(latest.column(timestamp), pa.timestamp("s", tz="UTC"), safe=False)
-    ours = pc.cast(seconds, pa.int64()).to_numpy(zero_copy_only=False)
-    return latest.filter(pa.array(ours >= np.asarray(online, dtype=np.int64)))
-
-
-def materialize_window(
-    settings: Settings, start: datetime, end: datetime, store: Any | None = None
-) -> MaterializationResult:
-    """Write the latest feature values of [start, end] into the online store.
-
-    A window older than one already materialized (a backfill, or a past night rerun)
-    writes only rows at least as new as the entity's online row, so the online store
-    always ends with each entity's newest values, whatever order nights run in (the
-    rule Feast's Redis store applies itself; its SQLite store keeps the last write).
-    """
-    store = store or feature_store(settings)
-    names = settings.dataset
-    view = store.get_feature_view(names.feature_view)
-    files = partition_files(settings, start, end)
-    features = [field.name for field in view.features]
-    rows = window_rows(files, names.entity, names.timestamp, features, start, end)
-    latest = latest_per_entity(rows, names.entity, names.timestamp)
-    batch_rows = settings.feast.online_write_batch_rows
-    if any(materialized > end for _, materialized in view.materialization_intervals):
-        latest = _not_older_than_online(
-            store, view, latest, names.entity, names.timestamp, batch_rows
-        )
-    for offset in range(0, latest.num_rows, batch_rows):
-        chunk = latest.slice(offset, batch_rows).to_pandas()
-        store.write_to_online_store(view.name, chunk)
-        faults.crash_here(settings, "materialize.batch_written")
-    faults.crash_here(settings, "materialize.written")
-    store.registry.apply_materialization(view, store.project, start, end)
-    result = MaterializationResult(
-        feature_view=view.name,
-        start=start.isoformat(),
-        end=end.isoformat(),
-        partitions=[path.parent.name for path in files],
-        rows_read=rows.num_rows,
-        entities_written=latest.num_rows,
-    )
-    log.info("materialized %s", result)
-    return result
-
-
-def day_interval(day: date) -> tuple[datetime, datetime]:
-    """A night's span [midnight, next midnight), in UTC."""
-    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    return start, start + timedelta(days=1)
-
-
-def label_days(settings: Settings, as_of: date, window_days: int) -> list[date]:
-    """Landing days of the latest `window_days` label partitions known on `as_of`."""
-    landed = lake.partition_days(settings.raw_root, settings.dataset.label_dataset)
-    return [day for day in landed if day <= as_of][-window_days:]
-
-
-def load_labels(
-    settings: Settings,
-    as_of: date,
-    window_days: int | None = None,
-    prediction_start: date | None = None,
-    prediction_end: date | None = None,
-) -> pd.DataFrame:
-    """Labels known on `as_of`: the entity dataframe of a point-in-time training set.
-
-    By default the latest `training.window_days` labelled days; a prediction-day
-    range (inclusive) narrows it. Only label partitions that can hold the window
-    are read (a label lands on or after its prediction day).
-    """
-    names = settings.dataset
-    if prediction_start is not None:
-        landed = lake.partition_days(settings.raw_root, names.label_dataset)
-        days = [day for day in landed if prediction_start <= day <= as_of]
-    else:
-        days = label_days(settings, as_of, window_days or settings.training.window_days)
-    files = [lake.partition_file(settings.raw_root, names.label_dataset, day) for day in days]
-    if not files:
-        raise ConfigurationError(f"no labels have landed by {as_of.isoformat()}")
-    frame = ds.dataset([str(f) for f in files], format="parquet").to_table().to_pandas()
-    predicted_on = frame[names.timestamp].dt.date - timedelta(days=1)
-    keep = pd.Series(True, index=frame.index)
-    if prediction_start is not None:
-        keep &= predicted_on >= prediction_start
-    if prediction_end is not None:
-        keep &= predicted_on <= prediction_end
-    return frame.loc[keep, [names.entity, names.timestamp, names.label]].reset_index(drop=True)
-
-
-def training_set(
-    settings: Settings, labels: pd.DataFrame, store: Any | None = None
-) -> pd.DataFrame:
-    """Point-in-time join of labels with the feature service (Feast `get_historical_features`)."""
-    store = store or feature_store(settings)
-    service = store.get_feature_service(settings.dataset.feature_service)
-    joined = store.get_historical_features(entity_df=labels, features=service).to_df()
-    names = settings.dataset
-    # Feast's file store drops a label whose rows all fall outside its TTL window;
-    # keep every label, with missing features, so the training-set suite sees it.
-    keys = [names.entity, names.timestamp]
-    added = [column for column in joined.columns if column not in labels.columns]
-    joined = labels.merge(joined[[*keys, *added]].drop_duplicates(keys), on=keys, how="left")
-    return joined.sort_values([names.timestamp, names.entity], kind="stable").reset_index(drop=True)

@@ -19,11 +19,15 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipelines import lake
+from pipelines.io import lake
 from pipelines.settings import Settings, SyntheticSettings
 
 PLAN_PRICES = {"basic": 19.0, "standard": 39.0, "premium": 69.0}
+
+
 REGIONS = ("na", "eu", "apac", "latam")
+
+
 NUMERIC_FEATURES = (
     "tenure_days",
     "monthly_charge",
@@ -33,8 +37,13 @@ NUMERIC_FEATURES = (
     "support_tickets",
     "days_since_last_login",
 )
+
+
 CATEGORICAL_FEATURES = ("plan", "region")
+
+
 FEATURES = CATEGORICAL_FEATURES + NUMERIC_FEATURES
+
 
 ACTIVITY_SCHEMA = pa.schema(
     [
@@ -51,6 +60,8 @@ ACTIVITY_SCHEMA = pa.schema(
         ("days_since_last_login", pa.int64()),
     ]
 )
+
+
 LABEL_SCHEMA = pa.schema(
     [
         ("customer_id", pa.int64()),
@@ -59,7 +70,11 @@ LABEL_SCHEMA = pa.schema(
         ("label_available_at", pa.timestamp("us", tz="UTC")),
     ]
 )
+
+
 _DAY_SECONDS = 86_400
+
+
 # The start whose day streams are the calendar's own ordinals (the default world's).
 _REFERENCE_START = date(2026, 1, 1)
 

@@ -15,7 +15,6 @@ outcome and dropped, so downstream readers always see the contract.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -26,23 +25,28 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import conform, faults, lake
+from pipelines import faults
 from pipelines.errors import (
     ConfigurationError,
     ContractViolationError,
     DataQualityError,
     NotLandedError,
-    RerunError,
     UnreadablePartitionError,
     ValidationFailedError,
     brief,
     shown,
 )
+from pipelines.ingest import conform
+from pipelines.io import lake
+from pipelines.io.expectations import gx_context
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
 
+
 STAGING_ZONE = "staging"
+
+
 ROW_GROUP_ROWS = 32_768
 
 
@@ -113,17 +117,6 @@ def quarantine_result(settings: Settings, day: date) -> Path:
 
 def _quarantine_dir(settings: Settings, day: date) -> Path:
     return lake.partition_dir(settings.quarantine_root, settings.dataset.raw_dataset, day)
-
-
-def gx_context(settings: Settings) -> Any:
-    """The committed GE file context, writing results and Data Docs under the state root."""
-    import great_expectations as gx
-
-    return gx.get_context(
-        mode="file",
-        context_root_dir=str(settings.gx_context_root),
-        runtime_environment={"state_root": str(settings.state_root)},
-    )
 
 
 def expectation_parameters(settings: Settings, day: date) -> dict[str, Any]:
@@ -349,25 +342,3 @@ def validate_partition(
         extra_columns=extra,
         data_docs=docs,
     )
-
-
-def publish_partition(settings: Settings, day: date) -> Path:
-    """Move a staged, validated partition into the validated zone (one atomic rename).
-
-    Run again after it succeeded (its staged file already moved), it finds the night
-    published and does nothing.
-    """
-    staged = _staging_file(settings, day)
-    target = lake.partition_file(settings.validated_root, settings.dataset.raw_dataset, day)
-    if not staged.exists():
-        if target.exists():
-            log.info("%s is already published: nothing to do", target)
-            return target
-        raise RerunError(
-            f"nothing is staged for {day.isoformat()} and nothing is published: clear "
-            "`validate` with its downstream tasks (or trigger the night again), not `publish` alone"
-        )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    faults.crash_here(settings, "ingest.publishing")
-    os.replace(staged, target)
-    return target

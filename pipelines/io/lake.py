@@ -22,6 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 PART_FILE = "part-0.parquet"
+
+
 RESULT_FILE = "validation_result.json"
 
 

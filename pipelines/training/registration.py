@@ -12,50 +12,18 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
-from sklearn.compose import ColumnTransformer
-from sklearn.metrics import (
-    average_precision_score,
-    brier_score_loss,
-    log_loss,
-    roc_auc_score,
-)
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OrdinalEncoder
-from xgboost import XGBClassifier
 
-from pipelines import contracts, drift, tracking
-from pipelines.errors import ConfigurationError
+from pipelines.io import tracking
+from pipelines.monitoring import profiling
 from pipelines.settings import Settings
+from pipelines.training.fitting import fit, merge_hyperparameters
+from pipelines.training.model_metrics import CALIBRATION_BINS, classification_metrics
+from pipelines.training.splits import FeatureSpec, feature_spec, split_by_time
 
-# The hyperparameters a run may override, with their bounds: the contract's (defaults:
-# `TrainingSettings.hyperparameters`).
-HYPERPARAMETERS = contracts.HYPERPARAMETER_BOUNDS
-CALIBRATION_BINS = 10
 # MLflow saves scikit-learn models with skops, which loads only types declared safe.
 SKOPS_TRUSTED_TYPES = ["xgboost.core.Booster", "xgboost.sklearn.XGBClassifier"]
-
-
-@dataclass(frozen=True)
-class TimeSplit:
-    """Train, validation and holdout rows, each a contiguous range of prediction days."""
-
-    train: pd.DataFrame
-    validation: pd.DataFrame
-    holdout: pd.DataFrame
-
-
-@dataclass(frozen=True)
-class FeatureSpec:
-    """Which columns of a training set are features, and which of those are categorical."""
-
-    categorical: list[str]
-    numeric: list[str]
-
-    @property
-    def columns(self) -> list[str]:
-        return [*self.categorical, *self.numeric]
 
 
 @dataclass(frozen=True)
@@ -67,110 +35,6 @@ class TrainedModel:
     version: str
     model_uri: str
     metrics: dict[str, float]
-
-
-def merge_hyperparameters(
-    defaults: dict[str, Any], overrides: dict[str, Any] | None
-) -> dict[str, Any]:
-    """Settings' hyperparameters with per-run overrides, checked against the contract's
-    bounds (unknown names, text, NaN, infinities: a `ConfigurationError` naming the field)."""
-    return {
-        **contracts.check_hyperparameters(defaults, "training.hyperparameters"),
-        **contracts.check_hyperparameters(overrides or {}),
-    }
-
-
-def feature_spec(frame: pd.DataFrame, excluded: list[str]) -> FeatureSpec:
-    """Features are every column but the keys and the label; text columns are categorical."""
-    features = [column for column in frame.columns if column not in excluded]
-    categorical = [
-        c
-        for c in features
-        if pd.api.types.is_object_dtype(frame[c])
-        or isinstance(frame[c].dtype, pd.CategoricalDtype | pd.StringDtype)
-    ]
-    return FeatureSpec(categorical, [c for c in features if c not in categorical])
-
-
-def split_by_time(
-    frame: pd.DataFrame, timestamp: str, validation_share: float, holdout_share: float
-) -> TimeSplit:
-    """Split by prediction day: the oldest days train, then validation, the latest are holdout."""
-    days = np.sort(frame[timestamp].unique())
-    holdout_days = max(1, round(len(days) * holdout_share))
-    validation_days = max(1, round(len(days) * validation_share))
-    train_days = len(days) - holdout_days - validation_days
-    if train_days < 1:
-        raise ConfigurationError(
-            f"{len(days)} labelled days cannot be split into train, validation and holdout"
-        )
-    validation_start = days[train_days]
-    holdout_start = days[train_days + validation_days]
-    stamps = frame[timestamp]
-    return TimeSplit(
-        train=frame[stamps < validation_start],
-        validation=frame[(stamps >= validation_start) & (stamps < holdout_start)],
-        holdout=frame[stamps >= holdout_start],
-    )
-
-
-def fit(
-    split: TimeSplit, spec: FeatureSpec, label: str, hyperparameters: dict[str, Any], seed: int
-) -> Pipeline:
-    """Fit the encoder and the classifier, stopping early on the validation days."""
-    encoder = ColumnTransformer(
-        [
-            (
-                "categories",
-                OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan),
-                spec.categorical,
-            )
-        ],
-        remainder="passthrough",
-        verbose_feature_names_out=False,
-    )
-    encoder.fit(split.train[spec.columns])
-    classifier = XGBClassifier(
-        **hyperparameters,
-        objective="binary:logistic",
-        eval_metric="logloss",
-        tree_method="hist",
-        enable_categorical=True,
-        feature_types=["c"] * len(spec.categorical) + ["q"] * len(spec.numeric),
-        random_state=seed,
-        n_jobs=2,
-    )
-    classifier.fit(
-        encoder.transform(split.train[spec.columns]),
-        split.train[label],
-        eval_set=[(encoder.transform(split.validation[spec.columns]), split.validation[label])],
-        verbose=False,
-    )
-    return Pipeline([("encode", encoder), ("classify", classifier)])
-
-
-def calibration_error(
-    labels: np.ndarray, scores: np.ndarray, bins: int = CALIBRATION_BINS
-) -> float:
-    """Expected calibration error: mean |observed rate - mean score| over equal-width bins."""
-    index = np.minimum((scores * bins).astype(int), bins - 1)
-    total = 0.0
-    for b in range(bins):
-        chosen = index == b
-        if chosen.any():
-            total += chosen.sum() * abs(labels[chosen].mean() - scores[chosen].mean())
-    return float(total / len(scores))
-
-
-def classification_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
-    """The metrics every model is judged by; all but ROC/PR AUC are lower-is-better."""
-    return {
-        "roc_auc": float(roc_auc_score(labels, scores)),
-        "pr_auc": float(average_precision_score(labels, scores)),
-        "log_loss": float(log_loss(labels, scores, labels=[0, 1])),
-        "brier": float(brier_score_loss(labels, scores)),
-        "calibration_error": calibration_error(labels, scores),
-    }
 
 
 def fingerprint(frame: pd.DataFrame) -> str:
@@ -232,7 +96,7 @@ def train_and_register(
     validation_metrics = classification_metrics(
         split.validation[names.label].to_numpy(), validation_scores
     )
-    profile = drift.reference_profile(
+    profile = profiling.reference_profile(
         split.train[spec.columns],
         spec.categorical,
         holdout_scores,

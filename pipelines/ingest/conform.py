@@ -21,6 +21,7 @@ from pipelines.errors import ContractViolationError, brief, shown
 # The one timestamp type of the lake: microseconds, UTC (what Feast and pandas read back).
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
+
 # Expectation-suite type names (pandas dtypes) and the Arrow type each stands for.
 SUITE_TYPES: Mapping[str, pa.DataType] = {
     "int64": pa.int64(),

@@ -30,23 +30,43 @@ from pipelines import security
 from pipelines.settings import Settings
 
 STARTUP_TIMEOUT = 300.0
+
+
 # Generous: on a machine loaded well past its cores, SQLite-backed endpoints can stall.
 HTTP_TIMEOUT = 120.0
+
+
 HTTP_ATTEMPTS = 4
+
+
 LOOPBACK = "127.0.0.1"
+
+
 ADMIN = "admin"  # the user Airflow's simple auth manager has by default
+
+
 # The log servers bind every interface and fixed ports: nothing here reads logs remotely
 # (the API server reads task logs from the shared logs folder).
 SCHEDULER = ["scheduler", "--skip-serve-logs"]
+
+
 API_SERVER = ["api-server"]  # on the host and port of its environment (`LocalAirflow`)
+
+
 DAG_PROCESSOR = ["dag-processor"]
+
+
 TRIGGERER = ["triggerer", "--skip-serve-logs"]
+
+
 LOCAL_COMPONENTS = {
     "api-server": API_SERVER,
     "dag-processor": DAG_PROCESSOR,
     "scheduler": SCHEDULER,
     "triggerer": TRIGGERER,
 }
+
+
 FINISHED = ("success", "failed")
 
 

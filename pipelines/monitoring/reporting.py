@@ -1,10 +1,4 @@
-"""The nightly drift check: today's data against the scoring model's reference profile.
-
-Reads only today's validated features and predictions (and today's labels, for
-the performance of earlier predictions) plus the profile stored with the model;
-writes a JSON and an HTML report, and logs every metric to MLflow as a time
-series (one run per model version, one step per night).
-"""
+"""The night's drift report: an HTML page with charts, and its metrics in MLflow."""
 
 from __future__ import annotations
 
@@ -13,7 +7,7 @@ import html
 import io
 import json
 from dataclasses import asdict
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,101 +15,11 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from pipelines import drift, lake, score, tracking
-from pipelines.errors import NoFeaturesError
+from pipelines.io import lake, tracking
+from pipelines.monitoring import drift, profiling
+from pipelines.monitoring.nightly import load_reference_profile, report_dir
+from pipelines.scoring import publishing
 from pipelines.settings import Settings
-
-
-def report_dir(settings: Settings, day: date) -> Path:
-    """Where a night's drift report is written."""
-    return settings.state_root / "reports" / "drift" / f"date={day.isoformat()}"
-
-
-def reference_profile(settings: Settings, version: str) -> dict[str, Any]:
-    """The reference profile logged with a model version at training time."""
-    import mlflow
-
-    client = tracking.mlflow_client(settings)
-    run_id = client.get_model_version(settings.training.model_name, version).run_id
-    path = mlflow.artifacts.download_artifacts(
-        run_id=run_id, artifact_path="reference_profile.json"
-    )
-    return json.loads(Path(path).read_text())
-
-
-def realized_performance(settings: Settings, day: date) -> dict[str, float] | None:
-    """ROC AUC and calibration of earlier predictions whose labels landed today."""
-    from pipelines.train import classification_metrics
-
-    names = settings.dataset
-    labels_path = lake.partition_file(settings.raw_root, names.label_dataset, day)
-    if not labels_path.exists():
-        return None
-    labels = pd.read_parquet(labels_path, columns=[names.entity, names.timestamp, names.label])
-    if labels.empty:
-        return None
-    predicted_on = (labels[names.timestamp].iloc[0] - timedelta(days=1)).date()
-    predictions_path = score.partition(settings, score.PREDICTIONS, predicted_on)
-    if not predictions_path.exists():
-        return None
-    predictions = pd.read_parquet(
-        predictions_path, columns=[names.entity, settings.scoring.score_column]
-    )
-    joined = labels.merge(predictions, on=names.entity)
-    if len(joined) < settings.drift.min_labelled_rows or joined[names.label].nunique() < 2:
-        return None
-    metrics = classification_metrics(
-        joined[names.label].to_numpy(), joined[settings.scoring.score_column].to_numpy()
-    )
-    return {**metrics, "rows": float(len(joined)), "predicted_on_ordinal": predicted_on.toordinal()}
-
-
-def check(settings: Settings, day: date) -> drift.DriftReport:
-    """Compare a scored night with the reference profile of the model that scored it."""
-    predictions_path = score.partition(settings, score.PREDICTIONS, day)
-    features_path = lake.partition_file(settings.validated_root, settings.dataset.raw_dataset, day)
-    for path in (predictions_path, features_path):
-        if not path.exists():
-            raise NoFeaturesError(f"nothing to check for {day.isoformat()}: {path} is missing")
-    predictions = pq.read_table(
-        predictions_path, columns=["model_version", settings.scoring.score_column]
-    ).to_pandas()
-    version = str(predictions["model_version"].iloc[0])
-    profile = reference_profile(settings, version)
-    frame = pq.read_table(features_path, columns=list(profile["features"])).to_pandas()
-    levels = settings.drift
-    features = drift.feature_drift(profile, frame, settings)
-    scores = predictions[settings.scoring.score_column].to_numpy()
-    prediction_psi = drift.prediction_drift(profile, scores)
-    prediction_level = (
-        "too_few_rows"
-        if len(scores) < levels.min_rows
-        else drift.level_of(
-            prediction_psi, levels.prediction_psi.warning, levels.prediction_psi.alert
-        )
-    )
-    performance = realized_performance(settings, day)
-    performance_level = "no_labels"
-    if performance is not None:
-        drop = profile["holdout_metrics"]["roc_auc"] - performance["roc_auc"]
-        performance["roc_auc_drop"] = drop
-        performance_level = drift.level_of(
-            drop, levels.roc_auc_drop.warning, levels.roc_auc_drop.alert
-        )
-    drifted = [f for f in features if f.level == "alert"]
-    reasons = drift.decide(drifted, prediction_level, performance_level, settings)
-    return drift.DriftReport(
-        day=day.isoformat(),
-        model_version=version,
-        rows=len(frame),
-        features=features,
-        prediction_psi=prediction_psi,
-        prediction_level=prediction_level,
-        performance=performance,
-        performance_level=performance_level,
-        alarm=bool(reasons),
-        reasons=reasons,
-    )
 
 
 def _chart(reference: np.ndarray, current: np.ndarray, labels: list[str], title: str) -> str:
@@ -148,7 +52,7 @@ def _feature_chart(profile: dict[str, Any], frame: pd.DataFrame, item: drift.Fea
         labels = [f"{edges[i]:.3g}-{edges[i + 1]:.3g}" for i in range(len(edges) - 1)]
         ref_counts = np.asarray(reference["counts"], dtype=float)
     else:
-        today = drift.categorical_profile(frame[item.feature])["counts"]
+        today = profiling.categorical_profile(frame[item.feature])["counts"]
         labels = sorted(set(reference["counts"]) | set(today))
         ref_counts = np.array([reference["counts"].get(c, 0) for c in labels], dtype=float)
         current = np.array([today.get(c, 0) for c in labels], dtype=float)
@@ -165,13 +69,14 @@ def write_report(settings: Settings, report: drift.DriftReport) -> Path:
     day = date.fromisoformat(report.day)
     target = report_dir(settings, day)
     lake.write_json_atomic(asdict(report), target / "report.json")
-    profile = reference_profile(settings, report.model_version)
+    profile = load_reference_profile(settings, report.model_version)
     frame = pq.read_table(
         lake.partition_file(settings.validated_root, settings.dataset.raw_dataset, day),
         columns=list(profile["features"]),
     ).to_pandas()
     scores = pq.read_table(
-        score.partition(settings, score.PREDICTIONS, day), columns=[settings.scoring.score_column]
+        publishing.partition(settings, publishing.PREDICTIONS, day),
+        columns=[settings.scoring.score_column],
     )[settings.scoring.score_column].to_numpy()
     charts = [_feature_chart(profile, frame, item) for item in report.features]
     edges = np.asarray(profile["predictions"]["edges"])

@@ -1,0 +1,77 @@
+"""Labels and the point-in-time training set."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import pyarrow.dataset as ds
+
+from pipelines.errors import ConfigurationError
+from pipelines.io import lake
+from pipelines.io.feast_store import feature_store
+from pipelines.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def day_interval(day: date) -> tuple[datetime, datetime]:
+    """A night's span [midnight, next midnight), in UTC."""
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return start, start + timedelta(days=1)
+
+
+def label_days(settings: Settings, as_of: date, window_days: int) -> list[date]:
+    """Landing days of the latest `window_days` label partitions known on `as_of`."""
+    landed = lake.partition_days(settings.raw_root, settings.dataset.label_dataset)
+    return [day for day in landed if day <= as_of][-window_days:]
+
+
+def load_labels(
+    settings: Settings,
+    as_of: date,
+    window_days: int | None = None,
+    prediction_start: date | None = None,
+    prediction_end: date | None = None,
+) -> pd.DataFrame:
+    """Labels known on `as_of`: the entity dataframe of a point-in-time training set.
+
+    By default the latest `training.window_days` labelled days; a prediction-day
+    range (inclusive) narrows it. Only label partitions that can hold the window
+    are read (a label lands on or after its prediction day).
+    """
+    names = settings.dataset
+    if prediction_start is not None:
+        landed = lake.partition_days(settings.raw_root, names.label_dataset)
+        days = [day for day in landed if prediction_start <= day <= as_of]
+    else:
+        days = label_days(settings, as_of, window_days or settings.training.window_days)
+    files = [lake.partition_file(settings.raw_root, names.label_dataset, day) for day in days]
+    if not files:
+        raise ConfigurationError(f"no labels have landed by {as_of.isoformat()}")
+    frame = ds.dataset([str(f) for f in files], format="parquet").to_table().to_pandas()
+    predicted_on = frame[names.timestamp].dt.date - timedelta(days=1)
+    keep = pd.Series(True, index=frame.index)
+    if prediction_start is not None:
+        keep &= predicted_on >= prediction_start
+    if prediction_end is not None:
+        keep &= predicted_on <= prediction_end
+    return frame.loc[keep, [names.entity, names.timestamp, names.label]].reset_index(drop=True)
+
+
+def training_set(
+    settings: Settings, labels: pd.DataFrame, store: Any | None = None
+) -> pd.DataFrame:
+    """Point-in-time join of labels with the feature service (Feast `get_historical_features`)."""
+    store = store or feature_store(settings)
+    service = store.get_feature_service(settings.dataset.feature_service)
+    joined = store.get_historical_features(entity_df=labels, features=service).to_df()
+    names = settings.dataset
+    # Feast's file store drops a label whose rows all fall outside its TTL window;
+    # keep every label, with missing features, so the training-set suite sees it.
+    keys = [names.entity, names.timestamp]
+    added = [column for column in joined.columns if column not in labels.columns]
+    joined = labels.merge(joined[[*keys, *added]].drop_duplicates(keys), on=keys, how="left")
+    return joined.sort_values([names.timestamp, names.entity], kind="stable").reset_index(drop=True)

@@ -1,0 +1,50 @@
+"""Registered versions: aliases, resolving them, loading a version and scoring a frame."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pipelines.errors import PromotionError
+from pipelines.io import tracking
+from pipelines.settings import Settings
+
+CHAMPION = "champion"
+
+
+PREVIOUS_CHAMPION = "previous_champion"
+
+
+CHALLENGER = "challenger"
+
+
+def alias_version(settings: Settings, alias: str) -> str | None:
+    """The version an alias points at, or None."""
+    from mlflow.exceptions import MlflowException
+
+    client = tracking.mlflow_client(settings)
+    try:
+        return str(client.get_model_version_by_alias(settings.training.model_name, alias).version)
+    except MlflowException:
+        return None
+
+
+def score(settings: Settings, version: str, frame: pd.DataFrame) -> np.ndarray:
+    """Churn probabilities of a registered version (its pyfunc returns both class columns)."""
+    import mlflow
+
+    tracking.mlflow_client(settings)
+    model = mlflow.pyfunc.load_model(f"models:/{settings.training.model_name}/{version}")
+    columns = [spec.name for spec in model.metadata.get_input_schema().inputs]
+    output = np.asarray(model.predict(frame[columns]))
+    return output[:, 1] if output.ndim == 2 else output
+
+
+def _require_version(settings: Settings, version: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    name = settings.training.model_name
+    try:
+        tracking.mlflow_client(settings).get_model_version(name, version)
+    except MlflowException as error:
+        raise PromotionError(f"{name} v{version} is not a registered version") from error
