@@ -8,10 +8,12 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing the pinned requirements into $(VENV)/ (log: $(VENV)/install.log) ..."
 	@$(PY) -m pip install --disable-pip-version-check -r requirements.txt > $(VENV)/install.log 2>&1 \
+		|| (tail -50 $(VENV)/install.log; exit 1)
+	@$(PY) -m pip install --disable-pip-version-check --quiet --no-deps -e . >> $(VENV)/install.log 2>&1 \
 		|| (tail -50 $(VENV)/install.log; exit 1)
 	$(PY) -c "import airflow.sdk, feast, mlflow, great_expectations, xgboost, sklearn"
 	@touch $(STAMP)
@@ -31,6 +33,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

@@ -4,7 +4,7 @@ Scenario: ``--customers`` customers (default 100,000) with ``--history-days`` da
 history (default 30), so the validated zone holds ``history_days + 1`` daily partitions
 of one row per customer (3.1M rows by default). We then materialize the last day, with
 the window a DAG run uses: ``materialization.materialization_window(settings,
-*labelling.day_interval(last_day))``, i.e. ``[last_day - overlap, last_day + 1 day]``.
+*contracts.night_interval(last_day))``, i.e. ``[last_day - overlap, last_day + 1 day]``.
 
 Compared paths, each in its own fresh subprocess (so peak RSS is per path):
 
@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import PROJECT_ROOT, child_env, measure, write_json
+from pipelines import contracts
 
 PATHS = ("ours", "stock")
 SAMPLE_SIZE = 1_000
@@ -77,10 +78,10 @@ def _last_day(settings: Any) -> date:
 
 
 def _window(settings: Any) -> tuple[datetime, datetime]:
-    from pipelines.features import labelling, materialization
+    from pipelines.features import materialization
 
     return materialization.materialization_window(
-        settings, *labelling.day_interval(_last_day(settings))
+        settings, *contracts.night_interval(_last_day(settings))
     )
 
 

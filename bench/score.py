@@ -3,7 +3,7 @@
 Scenario: ``--customers`` customers (default 1,000,000) and the TTL window of the
 model's features. The feature view's ttl is 7 days, so the validated zone holds 8 daily
 activity partitions (one row per customer each) ending on the scored day ``D``; the
-predictions are as of ``sharding.as_of(D)`` (the midnight after ``D``), so the window
+predictions are as of ``contracts.midnight_after(D)`` (the midnight after ``D``), so the window
 ``[as_of - 7 days, as_of]`` covers the partitions ``D-6 .. D`` and the oldest one lies
 just outside it (a reader that prunes by partition skips it, Feast's file store reads it).
 
@@ -88,6 +88,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import PROJECT_ROOT, child_env, peak_rss_mb, write_json
+from pipelines import contracts
 
 ROLES = (
     "prepare",
@@ -161,7 +162,6 @@ def _training_frame(settings: Any) -> Any:
     import pandas as pd
 
     from pipelines.demo import synthetic
-    from pipelines.scoring import sharding
 
     names = settings.dataset
     cfg = settings.synthetic.model_copy(update={"customers": TRAIN_CUSTOMERS})
@@ -173,7 +173,7 @@ def _training_frame(settings: Any) -> Any:
         frame = pd.DataFrame(
             {
                 names.entity: activity[names.entity],
-                names.timestamp: pd.Timestamp(sharding.as_of(day)),
+                names.timestamp: pd.Timestamp(contracts.midnight_after(day)),
                 names.label: (rng.random(len(activity)) < probability).astype(np.int64),
             }
         )
@@ -199,12 +199,12 @@ def _child_prepare(result_file: Path) -> None:
     import pyarrow as pa
     import pyarrow.dataset as ds
 
+    from pipelines import contracts
     from pipelines.demo import synthetic
     from pipelines.features import point_in_time
     from pipelines.ingest import validation
     from pipelines.io import feast_store, lake
     from pipelines.registry import alias_moves, model_versions
-    from pipelines.scoring import sharding
     from pipelines.settings import load_settings
     from pipelines.training import registration
 
@@ -251,7 +251,7 @@ def _child_prepare(result_file: Path) -> None:
 
     started = time.perf_counter()
     model_manifest = _model_manifest(settings)
-    champion = model_versions.alias_version(settings, model_versions.CHAMPION)
+    champion = model_versions.alias_version(settings, contracts.CHAMPION)
     model_cached = (
         champion is not None
         and model_manifest_path.exists()
@@ -276,7 +276,7 @@ def _child_prepare(result_file: Path) -> None:
     # Every path reads the same bytes: make them equally warm in the page cache.
     lake_bytes = sum(len(path.read_bytes()) for path in files)
     day = _scored_day(settings)
-    at = sharding.as_of(day)
+    at = contracts.midnight_after(day)
     view = feast_store.feature_store(settings).get_feature_view(names.feature_view)
     window_files = point_in_time.partition_files(settings, at - view.ttl, at)
     bound = pa.timestamp("us", tz="UTC")
@@ -504,7 +504,6 @@ def _child_stock(result_file: Path, workdir: Path) -> None:
     import pyarrow.parquet as pq
 
     from pipelines.io import feast_store, lake, tracking
-    from pipelines.scoring import sharding
     from pipelines.settings import load_settings
 
     _preimport()
@@ -514,7 +513,7 @@ def _child_stock(result_file: Path, workdir: Path) -> None:
     last = lake.partition_file(settings.validated_root, names.raw_dataset, day)
     customers = pq.read_table(last, columns=[names.entity]).column(names.entity).to_numpy()
     entity_df = pd.DataFrame(
-        {names.entity: customers, names.timestamp: pd.Timestamp(sharding.as_of(day))}
+        {names.entity: customers, names.timestamp: pd.Timestamp(contracts.midnight_after(day))}
     )
     target = workdir / "stock.parquet"
     tracking.mlflow_client(settings)

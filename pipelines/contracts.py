@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -106,9 +106,55 @@ def as_night(value: str | date | datetime | None) -> date:
     return night(value)
 
 
+# The time rule: night D (a UTC calendar day) is scored as of the midnight that ends it,
+# from features no later than that moment; its label is stamped with that same moment.
+NIGHT = timedelta(days=1)
+
+
+def night_start(day: date) -> datetime:
+    """The midnight (UTC) that starts a night."""
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
 def midnight_after(day: date) -> datetime:
     """The time rule: a night's features and labels are as of the midnight (UTC) after it."""
-    return datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+    return night_start(day) + NIGHT
+
+
+def night_interval(day: date) -> tuple[datetime, datetime]:
+    """[start, end) of a night in UTC: the event timestamps of its partition."""
+    return night_start(day), midnight_after(day)
+
+
+def labelled_night(label_time: datetime) -> date:
+    """The night a label is about: its timestamp is the midnight after that night."""
+    return (label_time - NIGHT).date()
+
+
+# Registry aliases: the model that scores, the one it replaced, and a rejected candidate.
+CHAMPION = "champion"
+PREVIOUS_CHAMPION = "previous_champion"
+CHALLENGER = "challenger"
+
+
+def training_experiment(model_name: str) -> str:
+    """The MLflow experiment of a model's training runs."""
+    return model_name
+
+
+def drift_experiment(model_name: str) -> str:
+    """The MLflow experiment of a model's nightly drift checks."""
+    return f"{model_name}-drift"
+
+
+def shadow_experiment(model_name: str) -> str:
+    """The MLflow experiment of a model's shadow scoring."""
+    return f"{model_name}-shadow"
+
+
+def audit_experiment(model_name: str) -> str:
+    """The MLflow experiment of a model's registry journal (one run per alias change)."""
+    return f"{model_name}-registry-audit"
 
 
 def first_scheduled_run(schedule: ScheduleSettings) -> datetime | None:
@@ -122,7 +168,7 @@ def retrain_run_id(night: str) -> str:
 
 
 # How a variable's text becomes each schedule field (what pydantic does for `Settings`).
-_SCHEDULE_PARSERS = {
+_SCHEDULE_PARSERS: dict[str, Callable[[str], object]] = {
     "start_date": date.fromisoformat,
     "landing_poke_interval_seconds": int,
     "landing_timeout_seconds": int,
@@ -140,7 +186,7 @@ def schedule_settings(environ: Mapping[str, str] = os.environ) -> ScheduleSettin
     unknown = [key for key in unknown if key not in names]
     if unknown:
         raise ValueError(f"unknown schedule settings: {unknown}; known: {sorted(names)}")
-    values = {}
+    values: dict[str, Any] = {}
     for variable, name in names.items():
         if given.get(variable):  # like pydantic-settings here, empty means unset
             try:

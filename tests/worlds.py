@@ -7,9 +7,9 @@ from datetime import date, timedelta
 import pandas as pd
 import pyarrow as pa
 
+from pipelines import contracts
 from pipelines.demo import synthetic
 from pipelines.io import lake
-from pipelines.scoring import sharding
 from pipelines.settings import Settings
 
 
@@ -44,7 +44,7 @@ def labelled_frame(settings: Settings, last_day: date, days: int = 6) -> pd.Data
         day = last_day - timedelta(days=offset)
         frame = synthetic.activity(settings.synthetic, day)
         probability = synthetic.churn_probability(settings.synthetic, frame, day)
-        frame["event_timestamp"] = pd.Timestamp(sharding.as_of(day))
+        frame["event_timestamp"] = pd.Timestamp(contracts.midnight_after(day))
         frame["churned"] = (probability > 0.15).astype("int64")
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)

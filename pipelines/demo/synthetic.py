@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from pipelines import contracts
 from pipelines.io import lake
 from pipelines.settings import Settings, SyntheticSettings
 
@@ -231,7 +232,7 @@ def labels(cfg: SyntheticSettings, landing_day: date) -> pd.DataFrame:
     frame = activity(cfg, labelled_day)
     probability = churn_probability(cfg, frame, labelled_day)
     rng = _rng(cfg.seed, 2, _day_stream(cfg, labelled_day))
-    prediction_time = datetime.combine(labelled_day + timedelta(days=1), datetime.min.time(), UTC)
+    prediction_time = contracts.midnight_after(labelled_day)
     available = datetime.combine(landing_day, datetime.min.time(), UTC)
     return pd.DataFrame(
         {
@@ -269,7 +270,8 @@ def inject_fault(
         case Fault.EMPTY:
             broken = broken.iloc[0:0]
         case Fault.EXTRA_COLUMN:
-            broken["promo_code"] = np.where(some, "WINTER", None)
+            marked, unmarked = np.array("WINTER", dtype=object), np.array(None, dtype=object)
+            broken["promo_code"] = np.where(some, marked, unmarked)
         case Fault.CORRUPT_FILE | Fault.NOT_LANDED:
             pass
     return broken

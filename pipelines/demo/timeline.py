@@ -216,8 +216,7 @@ class Demo:
                 drifted_features=scoring.get("drifted", "-"),
                 prediction_psi=scoring.get("psi", "-"),
                 alarm=scoring.get("alarm", "-"),
-                champion=model_versions.alias_version(self.settings, model_versions.CHAMPION)
-                or "-",
+                champion=model_versions.alias_version(self.settings, contracts.CHAMPION) or "-",
             )
         )
 
@@ -247,7 +246,7 @@ class Demo:
         run = self.api.wait_for_run("training", find, TRAINING_TIMEOUT, f"training {run_id}")
         tasks = self.api.tasks("training", run["dag_run_id"])
         if tasks.get("promote") == "success":
-            champion = model_versions.alias_version(self.settings, model_versions.CHAMPION)
+            champion = model_versions.alias_version(self.settings, contracts.CHAMPION)
             return f"v{champion} promoted to champion"
         if tasks.get("reject") == "success":
             rejected = next(

@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 from typing import Any
 
 import pandas as pd
 import pyarrow.dataset as ds
 
+from pipelines import contracts
 from pipelines.errors import ConfigurationError
 from pipelines.io import lake
 from pipelines.io.feast_store import feature_store
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def day_interval(day: date) -> tuple[datetime, datetime]:
-    """A night's span [midnight, next midnight), in UTC."""
-    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    return start, start + timedelta(days=1)
 
 
 def label_days(settings: Settings, as_of: date, window_days: int) -> list[date]:
@@ -52,7 +47,7 @@ def load_labels(
     if not files:
         raise ConfigurationError(f"no labels have landed by {as_of.isoformat()}")
     frame = ds.dataset([str(f) for f in files], format="parquet").to_table().to_pandas()
-    predicted_on = frame[names.timestamp].dt.date - timedelta(days=1)
+    predicted_on = (frame[names.timestamp] - contracts.NIGHT).dt.date
     keep = pd.Series(True, index=frame.index)
     if prediction_start is not None:
         keep &= predicted_on >= prediction_start

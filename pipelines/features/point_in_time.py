@@ -133,8 +133,13 @@ def row_groups_holding(
     groups = []
     for index in range(metadata.num_row_groups):
         stats = metadata.row_group(index).column(at).statistics
-        known = bounds is not None and stats is not None and stats.has_min_max
-        if not (known and (stats.max < bounds[0] or stats.min > bounds[1])):
+        beaten = (
+            bounds is not None
+            and stats is not None
+            and stats.has_min_max
+            and (stats.max < bounds[0] or stats.min > bounds[1])
+        )
+        if not beaten:
             groups.append(index)
     return groups
 
@@ -169,9 +174,10 @@ def _stamp_bounds(
     """The least and greatest timestamp of these row groups from their statistics, if
     every one has them (UTC timestamps without nulls); None otherwise."""
     found = _group_stamp_bounds(parquet, timestamp, row_groups)
-    if not found or any(bounds is None for bounds in found):
+    known = [bounds for bounds in found if bounds is not None]
+    if not known or len(known) < len(found):
         return None
-    return min(bounds[0] for bounds in found), max(bounds[1] for bounds in found)
+    return min(bounds[0] for bounds in known), max(bounds[1] for bounds in known)
 
 
 def _losing_groups(
@@ -282,7 +288,7 @@ def _in_time_order(keys: list[_WindowKeys]) -> bool:
             continue
         if not key.ascending:
             return False
-        if latest is not None and key.earliest < latest:
+        if latest is not None and key.earliest is not None and key.earliest < latest:
             return False
         latest = key.latest
     return True

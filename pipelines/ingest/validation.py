@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines import faults
+from pipelines import contracts, faults
 from pipelines.errors import (
     ConfigurationError,
     ContractViolationError,
@@ -97,7 +97,7 @@ def refuse_future_night(settings: Settings, day: date, now: datetime | None = No
     """Raise if the day ends later than now plus the tolerance: its rows would be dated in the
     future, and would win the online store's newest-value rule for good."""
     latest = (now or datetime.now(UTC)) + settings.validation.future_tolerance
-    day_end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+    day_end = contracts.midnight_after(day)
     if day_end > latest:
         raise DataQualityError(
             f"{settings.dataset.raw_dataset} date={day.isoformat()} is in the future: its day "
@@ -121,10 +121,10 @@ def _quarantine_dir(settings: Settings, day: date) -> Path:
 
 def expectation_parameters(settings: Settings, day: date) -> dict[str, Any]:
     """Run-time parameters of the suite: the partition's day bounds and row-count bounds."""
-    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    start, end = contracts.night_interval(day)
     return {
         "partition_start": start,
-        "partition_end": start + timedelta(days=1),
+        "partition_end": end,
         "min_rows": settings.validation.min_rows,
         "max_rows": settings.validation.max_rows,
     }
@@ -282,7 +282,8 @@ def read_partition(files: list[Path], schema: pa.Schema) -> tuple[pa.Table, list
 
     Files must agree on which contract columns they hold, or the partition is refused.
     """
-    tables, extra = [], set()
+    tables: list[pa.Table] = []
+    extra: set[str] = set()
     for path in files:
         table, beyond = _read_file(path, schema)
         if tables and table.schema.names != tables[0].schema.names:

@@ -68,7 +68,7 @@ def publish_partition(night: str | date) -> str:
 
 def materialize(night: str | date) -> dict[str, Any]:
     """Apply the Feast repo, then materialize the night's window into the online store."""
-    from pipelines.features import labelling, materialization
+    from pipelines.features import materialization
     from pipelines.ingest import validation
     from pipelines.io import feast_store
 
@@ -76,6 +76,6 @@ def materialize(night: str | date) -> dict[str, Any]:
     validation.refuse_future_night(settings, contracts.as_night(night))
     store = feast_store.apply_repo(settings)
     start, end = materialization.materialization_window(
-        settings, *labelling.day_interval(contracts.as_night(night))
+        settings, *contracts.night_interval(contracts.as_night(night))
     )
     return asdict(materialization.materialize_window(settings, start, end, store))

@@ -9,13 +9,14 @@ series (one run per model version, one step per night).
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow.parquet as pq
 
+from pipelines import contracts
 from pipelines.errors import NoFeaturesError
 from pipelines.io import lake, tracking
 from pipelines.monitoring import drift
@@ -51,7 +52,7 @@ def realized_performance(settings: Settings, day: date) -> dict[str, float] | No
     labels = pd.read_parquet(labels_path, columns=[names.entity, names.timestamp, names.label])
     if labels.empty:
         return None
-    predicted_on = (labels[names.timestamp].iloc[0] - timedelta(days=1)).date()
+    predicted_on = contracts.labelled_night(labels[names.timestamp].iloc[0])
     predictions_path = publishing.partition(settings, publishing.PREDICTIONS, predicted_on)
     if not predictions_path.exists():
         return None

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from pipelines import contracts
 from pipelines.io import lake, tracking
 from pipelines.monitoring import drift, profiling
 from pipelines.monitoring.nightly import load_reference_profile, report_dir
@@ -120,7 +121,9 @@ def log_to_mlflow(settings: Settings, report: drift.DriftReport) -> str:
     import mlflow
 
     client = tracking.mlflow_client(settings)
-    experiment = tracking.experiment_id(settings, f"{settings.training.model_name}-drift")
+    experiment = tracking.experiment_id(
+        settings, contracts.drift_experiment(settings.training.model_name)
+    )
     runs = client.search_runs(
         [experiment], f"tags.model_version = '{report.model_version}'", max_results=1
     )

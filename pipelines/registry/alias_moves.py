@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipelines.contracts import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
 from pipelines.errors import PromotionError
 from pipelines.io import tracking
 from pipelines.registry.journal import (
@@ -28,13 +29,7 @@ from pipelines.registry.journal import (
     history,
 )
 from pipelines.registry.locks import registry_lock
-from pipelines.registry.model_versions import (
-    CHALLENGER,
-    CHAMPION,
-    PREVIOUS_CHAMPION,
-    _require_version,
-    alias_version,
-)
+from pipelines.registry.model_versions import _require_version, alias_version
 from pipelines.settings import Settings
 
 

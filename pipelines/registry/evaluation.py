@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from pipelines.contracts import CHAMPION
 from pipelines.errors import PromotionError
 from pipelines.io import tracking
-from pipelines.registry.model_versions import CHAMPION, alias_version, score
+from pipelines.registry.model_versions import alias_version, score
 from pipelines.settings import MetricThreshold, Settings
 
 

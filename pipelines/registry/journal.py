@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 
-from pipelines import faults
+from pipelines import contracts, faults
 from pipelines.io import tracking
 from pipelines.registry.model_versions import alias_version
 from pipelines.settings import Settings
@@ -77,7 +77,9 @@ class AuditRecord:
 
 
 def _audit_experiment(settings: Settings) -> str:
-    return tracking.experiment_id(settings, f"{settings.training.model_name}-registry-audit")
+    return tracking.experiment_id(
+        settings, contracts.audit_experiment(settings.training.model_name)
+    )
 
 
 def records(settings: Settings, state: str | None = None) -> list[AuditRecord]:

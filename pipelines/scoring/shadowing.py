@@ -9,6 +9,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from pipelines import contracts
 from pipelines.io import tracking
 from pipelines.registry import model_versions
 from pipelines.scoring.publishing import (
@@ -57,15 +58,17 @@ def shadow_score(settings: Settings, champion: ScoringPlan) -> dict[str, Any]:
     import mlflow
 
     day = date.fromisoformat(champion.day)
-    challenger = model_versions.alias_version(settings, model_versions.CHALLENGER)
+    challenger = model_versions.alias_version(settings, contracts.CHALLENGER)
     if not settings.scoring.shadow or challenger is None:
         return {"status": "skipped", "reason": "no challenger" if challenger is None else "off"}
-    scoring = plan(settings, day, model_versions.CHALLENGER)
+    scoring = plan(settings, day, contracts.CHALLENGER)
     for shard in scoring.shards:
         score_shard(settings, scoring, shard, SHADOW_PREDICTIONS)
     published = publish(settings, scoring, SHADOW_PREDICTIONS)
     metrics = agreement(settings, day)
-    experiment = tracking.experiment_id(settings, f"{settings.training.model_name}-shadow")
+    experiment = tracking.experiment_id(
+        settings, contracts.shadow_experiment(settings.training.model_name)
+    )
     with mlflow.start_run(experiment_id=experiment, run_name=f"shadow-{champion.day}"):
         mlflow.set_tags(
             {

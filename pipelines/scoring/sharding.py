@@ -6,7 +6,7 @@ import hashlib
 import logging
 import math
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from pipelines import faults
+from pipelines import contracts, faults
 from pipelines.errors import NoChampionError, NoFeaturesError
 from pipelines.features import point_in_time
 from pipelines.io import feast_store, tracking
@@ -39,11 +39,6 @@ class ScoringPlan:
     feature_ttl_seconds: float
     partitions: list[str]
     shards: list[dict[str, int]]
-
-
-def as_of(day: date) -> datetime:
-    """Feature time of a night's predictions: the midnight after the scored day."""
-    return datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
 
 
 def _window_files(settings: Settings, at: datetime, ttl: timedelta) -> list[Path]:
@@ -115,10 +110,11 @@ def _shards_from_statistics(
     total sets the shard count, and the ranges hold equal parts of them. None when a
     file's statistics cannot bound its customers.
     """
-    found = [_entity_ranges(path, entity) for path in files]
-    if any(ranges is None for ranges in found):
+    read = [_entity_ranges(path, entity) for path in files]
+    known = [ranges for ranges in read if ranges is not None]
+    if len(known) < len(read):
         return None
-    found = [ranges for ranges in found if len(ranges)]
+    found = [ranges for ranges in known if len(ranges)]
     if not found:
         return []
     edges, below = _customers_below(found)
@@ -153,7 +149,7 @@ def _shards_in_memory(
     ]
 
 
-def plan(settings: Settings, day: date, alias: str = model_versions.CHAMPION) -> ScoringPlan:
+def plan(settings: Settings, day: date, alias: str = contracts.CHAMPION) -> ScoringPlan:
     """Resolve the model version once and split the night's customers into shards."""
     version = model_versions.alias_version(settings, alias)
     name = settings.training.model_name
@@ -168,7 +164,7 @@ def plan(settings: Settings, day: date, alias: str = model_versions.CHAMPION) ->
     model_uri = client.get_model_version_download_uri(name, version)
     store = feast_store.feature_store(settings)
     ttl = store.get_feature_view(settings.dataset.feature_view).ttl
-    at = as_of(day)
+    at = contracts.midnight_after(day)
     files = _window_files(settings, at, ttl)
     if not files:
         raise NoFeaturesError(f"no validated features within {ttl} before {at.isoformat()}")

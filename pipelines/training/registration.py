@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
+from pipelines import contracts
 from pipelines.io import tracking
 from pipelines.monitoring import profiling
 from pipelines.settings import Settings
@@ -81,6 +82,7 @@ def train_and_register(
     """Train on a point-in-time set; log everything to MLflow; register a new version."""
     import matplotlib.pyplot as plt
     import mlflow
+    from mlflow.data.pandas_dataset import from_pandas
     from mlflow.models import infer_signature
 
     names, training = settings.dataset, settings.training
@@ -116,7 +118,9 @@ def train_and_register(
     }
 
     tracking.mlflow_client(settings)
-    experiment = tracking.experiment_id(settings, training.model_name)
+    experiment = tracking.experiment_id(
+        settings, contracts.training_experiment(training.model_name)
+    )
     with mlflow.start_run(experiment_id=experiment, run_name=f"train-{stamps.max().date()}") as run:
         mlflow.set_tags({**lineage, **(tags or {})})
         if lineage["code_version"] != "unknown":
@@ -125,7 +129,7 @@ def train_and_register(
             {**hyperparameters, "window_days": stamps.dt.date.nunique(), "features": spec.columns}
         )
         mlflow.log_input(
-            mlflow.data.from_pandas(
+            from_pandas(
                 training_frame,
                 name=f"{names.feature_service}-training-set",
                 targets=names.label,

@@ -25,6 +25,7 @@ from typing import Any
 import psutil
 import pytest
 
+from pipelines import contracts
 from pipelines.demo import synthetic
 from pipelines.io import feast_store, tracking
 from pipelines.registry import alias_moves, journal, model_versions
@@ -128,9 +129,9 @@ def _registry(settings: Settings) -> Any:
     aliases = {
         alias: model_versions.alias_version(settings, alias)
         for alias in (
-            model_versions.CHAMPION,
-            model_versions.PREVIOUS_CHAMPION,
-            model_versions.CHALLENGER,
+            contracts.CHAMPION,
+            contracts.PREVIOUS_CHAMPION,
+            contracts.CHALLENGER,
         )
     }
     trail = [

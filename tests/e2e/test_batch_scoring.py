@@ -17,7 +17,7 @@ import pytest
 from pipelines import contracts
 from pipelines.io import feast_store, tracking
 from pipelines.jobs import training
-from pipelines.registry import alias_moves, model_versions
+from pipelines.registry import alias_moves
 from pipelines.scoring import predictor, publishing, sharding
 from pipelines.settings import load_settings
 from tests.airflow_runs import (
@@ -94,7 +94,7 @@ def test_lineage_columns_name_the_model_and_the_features_used(scoring):
     assert set(frame["model_name"]) == {settings.training.model_name}
     assert set(frame["model_version"]) == {"1"}
     assert set(frame["model_run_id"]) == {version.run_id}
-    as_of = sharding.as_of(day)
+    as_of = contracts.midnight_after(day)
     assert frame["feature_timestamp"].max() <= pd.Timestamp(as_of)
     assert frame["feature_timestamp"].min() >= pd.Timestamp(as_of - timedelta(days=7))
     assert frame["scoring_run_id"].nunique() == 1
@@ -129,7 +129,7 @@ def test_scored_features_equal_what_feast_returns(scoring):
     # When Feast's own point-in-time retrieval serves the same customers at the same time
     store = feast_store.feature_store(settings)
     entity_df = pd.DataFrame(
-        {settings.dataset.entity: sample, settings.dataset.timestamp: sharding.as_of(day)}
+        {settings.dataset.entity: sample, settings.dataset.timestamp: contracts.midnight_after(day)}
     )
     feast_rows = (
         store.get_historical_features(
@@ -179,7 +179,9 @@ def test_shadow_scoring_writes_its_output_and_agreement(scoring):
 
     assert set(shadow["model_version"]) == {"2"} and len(shadow) == settings.synthetic.customers
     client = tracking.mlflow_client(settings)
-    experiment = client.get_experiment_by_name(f"{settings.training.model_name}-shadow")
+    experiment = client.get_experiment_by_name(
+        contracts.shadow_experiment(settings.training.model_name)
+    )
     (run,) = client.search_runs([experiment.experiment_id], f"tags.date = '{day}'", max_results=1)
     assert {"rank_correlation", "mean_absolute_difference", "flipped_label_share"} <= set(
         run.data.metrics
@@ -248,11 +250,11 @@ def test_no_champion_is_a_clear_error_and_writes_nothing(scoring):
     client = tracking.mlflow_client(settings)
     name = settings.training.model_name
     # Given no model holds the champion alias
-    client.delete_registered_model_alias(name, model_versions.CHAMPION)
+    client.delete_registered_model_alias(name, contracts.CHAMPION)
     try:
         run, tasks = run_night(api, "batch_scoring", day)
     finally:
-        client.set_registered_model_alias(name, model_versions.CHAMPION, "1")
+        client.set_registered_model_alias(name, contracts.CHAMPION, "1")
 
     assert run["state"] == "failed" and tasks["plan"] == "failed"
     assert not publishing.partition(settings, publishing.PREDICTIONS, day).exists()

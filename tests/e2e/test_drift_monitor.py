@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pyarrow as pa
 import pytest
 
+from pipelines import contracts
 from pipelines.demo import synthetic
 from pipelines.io import lake, tracking
 from pipelines.jobs import batch_scoring, drift_monitor, training
@@ -99,7 +100,9 @@ def test_the_cooldown_holds_under_repeated_alarms(monitored_world):
 def test_every_night_is_logged_to_mlflow_as_a_time_series(monitored_world):
     settings, _ = monitored_world
     client = tracking.mlflow_client(settings)
-    experiment = client.get_experiment_by_name(f"{settings.training.model_name}-drift")
+    experiment = client.get_experiment_by_name(
+        contracts.drift_experiment(settings.training.model_name)
+    )
     (run,) = client.search_runs([experiment.experiment_id], "tags.model_version = '1'")
 
     history = client.get_metric_history(run.info.run_id, "drift.usage_minutes")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from pipelines import contracts
 from pipelines.io import tracking
 from pipelines.registry import journal, model_versions
 
@@ -57,7 +58,7 @@ def test_first_run_trains_tracks_and_promotes_a_champion(labelled_world, trainin
     # Then it promotes version 1 and announces it
     assert outcome.state == "success", outcome.tasks
     assert outcome.tasks["promote"] == "success" and outcome.tasks["reject"] == "skipped"
-    assert model_versions.alias_version(settings, model_versions.CHAMPION) == "1"
+    assert model_versions.alias_version(settings, contracts.CHAMPION) == "1"
     assert _events("model_promoted", outcome.run_id) == [{"version": "1", "previous": None}]
     # ... with everything a reviewer needs in MLflow
     client = tracking.mlflow_client(settings)
@@ -92,8 +93,8 @@ def test_a_worse_candidate_is_rejected_and_the_champion_stays(labelled_world, tr
 
     assert outcome.state == "success", outcome.tasks
     assert outcome.tasks["promote"] == "skipped" and outcome.tasks["reject"] == "success"
-    assert model_versions.alias_version(settings, model_versions.CHAMPION) == "1"
-    assert model_versions.alias_version(settings, model_versions.CHALLENGER) == "2"
+    assert model_versions.alias_version(settings, contracts.CHAMPION) == "1"
+    assert model_versions.alias_version(settings, contracts.CHALLENGER) == "2"
     assert _events("model_promoted", outcome.run_id) == []
     tags = _tags(settings, "2")
     assert tags["gate.passed"] == "false" and "roc_auc" in tags["rejected_because"]
@@ -105,16 +106,16 @@ def test_an_equal_candidate_is_promoted_and_rollback_restores_the_old_champion(
     _, settings = labelled_world
     # Given a retrain on the same data (same metrics: "no worse" passes)
     assert _run(training_dag, {"reason": "weekly retrain"}).state == "success"
-    assert model_versions.alias_version(settings, model_versions.CHAMPION) == "3"
-    assert model_versions.alias_version(settings, model_versions.PREVIOUS_CHAMPION) == "1"
+    assert model_versions.alias_version(settings, contracts.CHAMPION) == "3"
+    assert model_versions.alias_version(settings, contracts.PREVIOUS_CHAMPION) == "1"
 
     # When an operator rolls back through the manual DAG
     outcome = _run(rollback_dag, {"reason": "v3 misbehaves in production"})
 
     # Then the previous champion serves again, and the audit trail tells the story
     assert outcome.state == "success", outcome.tasks
-    assert model_versions.alias_version(settings, model_versions.CHAMPION) == "1"
-    assert model_versions.alias_version(settings, model_versions.PREVIOUS_CHAMPION) == "3"
+    assert model_versions.alias_version(settings, contracts.CHAMPION) == "1"
+    assert model_versions.alias_version(settings, contracts.PREVIOUS_CHAMPION) == "3"
     trail = [(m.action, m.alias, m.from_version, m.to_version) for m in journal.history(settings)]
     assert trail == [
         ("promote", "champion", None, "1"),
@@ -129,7 +130,7 @@ def test_an_equal_candidate_is_promoted_and_rollback_restores_the_old_champion(
 
 def test_a_failing_infra_check_blocks_promotion(labelled_world, training_dag):
     patch, settings = labelled_world
-    champion = model_versions.alias_version(settings, model_versions.CHAMPION)
+    champion = model_versions.alias_version(settings, contracts.CHAMPION)
     # Given a serving budget no model can meet
     patch.setenv("MLOPS_GATE__MAX_MODEL_MEGABYTES", "0.001")
     try:
@@ -139,8 +140,8 @@ def test_a_failing_infra_check_blocks_promotion(labelled_world, training_dag):
 
     assert outcome.tasks["infra_check"] == "success"
     assert outcome.tasks["promote"] == "skipped" and outcome.tasks["reject"] == "success"
-    assert model_versions.alias_version(settings, model_versions.CHAMPION) == champion
-    rejected = model_versions.alias_version(settings, model_versions.CHALLENGER)
+    assert model_versions.alias_version(settings, contracts.CHAMPION) == champion
+    rejected = model_versions.alias_version(settings, contracts.CHALLENGER)
     assert "infra check: model is" in _tags(settings, rejected)["rejected_because"]
 
 

@@ -6,7 +6,8 @@ from datetime import date, timedelta
 
 import pytest
 
-from pipelines.features import labelling, materialization
+from pipelines import contracts
+from pipelines.features import materialization
 from pipelines.io import feast_store
 from pipelines.settings import Settings, load_settings
 from tests.integration.conftest import (
@@ -33,7 +34,7 @@ def materialize_every_day(settings: Settings) -> dict[str, list]:
     """Apply the repo, materialize each day's window, read every customer back online."""
     store = feast_store.apply_repo(settings)
     for day in DAYS:
-        window = materialization.materialization_window(settings, *labelling.day_interval(day))
+        window = materialization.materialization_window(settings, *contracts.night_interval(day))
         materialization.materialize_window(settings, *window, store=store)
     service = store.get_feature_service(settings.dataset.feature_service)
     rows = [{settings.dataset.entity: i} for i in range(CUSTOMERS)]

@@ -35,7 +35,7 @@ from pipelines.io.orchestrator import (
     wait_for,
 )
 from pipelines.jobs import training
-from pipelines.registry import journal, locks, model_versions
+from pipelines.registry import journal, locks
 from pipelines.scoring import predictor, publishing, sharding
 from pipelines.settings import Settings, load_settings
 from tests.airflow_runs import NO_SCHEDULE, RUN_TIMEOUT
@@ -180,7 +180,7 @@ def test_mlflow_on_postgres_trains_registers_gates_promotes_and_loads_by_alias(
     assert outcome["gate"]["passed"] and outcome["infra_check"]["passed"], outcome
     client = tracking.mlflow_client(settings)
     name = settings.training.model_name
-    assert client.get_model_version_by_alias(name, model_versions.CHAMPION).version == version
+    assert client.get_model_version_by_alias(name, contracts.CHAMPION).version == version
     assert [move.to_version for move in journal.history(settings)] == [version]
     run = client.get_run(client.get_model_version(name, version).run_id)
     assert run.info.artifact_uri.startswith("mlflow-artifacts:"), run.info.artifact_uri
@@ -189,7 +189,7 @@ def test_mlflow_on_postgres_trains_registers_gates_promotes_and_loads_by_alias(
     # Loaded by alias, the champion scores the features it was trained on
     import mlflow
 
-    model = mlflow.sklearn.load_model(f"models:/{name}@{model_versions.CHAMPION}")
+    model = mlflow.sklearn.load_model(f"models:/{name}@{contracts.CHAMPION}")
     frame = pq.read_table(
         lake.partition_file(settings.validated_root, settings.dataset.raw_dataset, SCORED_DAY)
     ).to_pandas()

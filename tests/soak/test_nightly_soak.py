@@ -306,9 +306,9 @@ def test_every_landed_night_is_scored_exactly_once_under_the_real_scheduler(worl
     for move in journal.history(settings):
         final[move.alias] = move.to_version
     for alias in (
-        model_versions.CHAMPION,
-        model_versions.PREVIOUS_CHAMPION,
-        model_versions.CHALLENGER,
+        contracts.CHAMPION,
+        contracts.PREVIOUS_CHAMPION,
+        contracts.CHALLENGER,
     ):
         assert model_versions.alias_version(settings, alias) == final.get(alias), alias
-    assert final[model_versions.CHAMPION] in ("1", "2")
+    assert final[contracts.CHAMPION] in ("1", "2")

@@ -12,8 +12,9 @@ import pytest
 import yaml
 from google.protobuf.json_format import MessageToDict
 
+from pipelines import contracts
 from pipelines.demo import synthetic
-from pipelines.features import labelling, materialization, point_in_time
+from pipelines.features import materialization, point_in_time
 from pipelines.ingest import publish, validation
 from pipelines.io import feast_store
 from pipelines.settings import load_settings
@@ -71,7 +72,7 @@ def online_features(store, customer_ids):
 
 def daily_windows(settings):
     return [
-        materialization.materialization_window(settings, *labelling.day_interval(day))
+        materialization.materialization_window(settings, *contracts.night_interval(day))
         for day in DAYS
     ]
 
@@ -180,7 +181,7 @@ def test_production_profile_uses_sql_registry_and_redis(settings, monkeypatch):
 
 
 def test_materialization_window_subtracts_the_overlap(settings, monkeypatch):
-    start, end = labelling.day_interval(date(2026, 1, 2))
+    start, end = contracts.night_interval(date(2026, 1, 2))
     assert (start, end) == (datetime(2026, 1, 2, tzinfo=UTC), datetime(2026, 1, 3, tzinfo=UTC))
 
     assert materialization.materialization_window(settings, start, end) == (
@@ -386,7 +387,9 @@ def test_one_day_window_reads_only_the_partitions_of_that_window(lake_copy):
     store = feast_store.apply_repo(settings)
 
     # When the first day's window is materialized (its overlap reaches into Dec 31)
-    start, end = materialization.materialization_window(settings, *labelling.day_interval(DAYS[0]))
+    start, end = materialization.materialization_window(
+        settings, *contracts.night_interval(DAYS[0])
+    )
     result = materialization.materialize_window(settings, start, end, store=store)
 
     # Then only the partitions that can hold rows of [start, end] were read: the day itself

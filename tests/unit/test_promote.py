@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
+from pipelines import contracts
 from pipelines.demo import synthetic
 from pipelines.errors import PromotionError
 from pipelines.io import tracking
@@ -304,7 +305,7 @@ def registry(trained, settings) -> Settings:
 
 
 def aliases(settings: Settings) -> dict[str, str | None]:
-    names = (model_versions.CHAMPION, model_versions.PREVIOUS_CHAMPION, model_versions.CHALLENGER)
+    names = (contracts.CHAMPION, contracts.PREVIOUS_CHAMPION, contracts.CHALLENGER)
     return {name: model_versions.alias_version(settings, name) for name in names}
 
 

@@ -16,6 +16,7 @@ import pytest
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
+from pipelines import contracts
 from pipelines.demo import synthetic
 from pipelines.errors import NoChampionError, NoFeaturesError, RerunError
 from pipelines.features import point_in_time
@@ -76,7 +77,7 @@ def test_shard_count_follows_data_size_and_settings(
     customers = synthetic.activity(world.synthetic, DAY)["customer_id"]
     assert plan.shards[0]["first"] <= customers.min()
     assert plan.shards[-1]["last"] >= customers.max()
-    assert plan.model_version == "1" and plan.as_of == sharding.as_of(DAY).isoformat()
+    assert plan.model_version == "1" and plan.as_of == contracts.midnight_after(DAY).isoformat()
 
 
 def test_no_champion_is_a_clear_error(settings):
@@ -95,7 +96,7 @@ def test_shard_features_are_point_in_time_within_the_ttl(world):
     entity = settings.dataset.entity
     plan = sharding.plan(settings, DAY)
     frame = synthetic.activity(settings.synthetic, DAY + timedelta(days=1))
-    frame["event_timestamp"] = pd.Timestamp(sharding.as_of(DAY)) + pd.Timedelta(hours=1)
+    frame["event_timestamp"] = pd.Timestamp(contracts.midnight_after(DAY)) + pd.Timedelta(hours=1)
     frame["sessions"] = 999
     _publish_day(settings, DAY + timedelta(days=1), frame)
 
@@ -104,7 +105,7 @@ def test_shard_features_are_point_in_time_within_the_ttl(world):
     # Then no value from after the scoring time is used
     assert (rows["sessions"] != 999).all()
     assert rows[entity].is_unique and len(rows) == settings.synthetic.customers
-    assert (rows["event_timestamp"] <= pd.Timestamp(sharding.as_of(DAY))).all()
+    assert (rows["event_timestamp"] <= pd.Timestamp(contracts.midnight_after(DAY))).all()
 
 
 @pytest.fixture
