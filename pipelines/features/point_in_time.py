@@ -365,6 +365,48 @@ def _by_entity(table: pa.Table, entity: str) -> pa.Table:
     return table.take(np.argsort(ids, kind="stable"))
 
 
+# What bounds a window's rows: entity and timestamp columns, [start, end], entity range.
+_Window = tuple[str, str, datetime, datetime, tuple[int, int] | None]
+
+
+def _open(files: list[Path], columns: list[str], text_as_dictionary: bool) -> list[pq.ParquetFile]:
+    """The window's files; their text columns kept dictionary-encoded when asked."""
+    text = []
+    if text_as_dictionary:
+        schema = pq.read_schema(files[-1])
+        text = [name for name in columns if pa.types.is_string(schema.field(name).type)]
+    return [pq.ParquetFile(path, read_dictionary=text) for path in files]
+
+
+def _keys_in_parallel(
+    parquets: list[pq.ParquetFile], window: _Window, stamps: bool, later: _WindowKeys | None
+) -> list[_WindowKeys]:
+    """The window's keys of several files."""
+    # Files decode in parallel: Arrow releases the GIL, and one key column per file
+    # leaves its own column-parallel reader a single column.
+    with ThreadPoolExecutor(max_workers=pa.cpu_count()) as pool:
+        return list(pool.map(lambda file: _window_keys(file, *window, stamps, later), parquets))
+
+
+def _winners(
+    parquets: list[pq.ParquetFile], window: _Window, wanted: list[str]
+) -> tuple[list[_WindowKeys], list[np.ndarray]]:
+    """Each file's keys in the window, and the rows of each file holding a winner."""
+
+    # The newest file first: older row groups whose rows all lose to it are not read.
+    # Its rows are read whole along with its keys: in time order every one of them wins.
+    def newest(stamps: bool) -> _WindowKeys:
+        return _window_keys(parquets[-1], *window, stamps, columns=wanted)
+
+    latest = newest(stamps=False)
+    keys = [*_keys_in_parallel(parquets[:-1], window, stamps=False, later=latest), latest]
+    if _in_time_order(keys):
+        return keys, _last_file_first(keys)
+    # Ordering by time needs every row's timestamp.
+    keys = [*_keys_in_parallel(parquets[:-1], window, True, None), newest(stamps=True)]
+    return keys, _by_sorting(keys)
+
+
 def latest_rows(
     files: list[Path],
     entity: str,
@@ -390,45 +432,11 @@ def latest_rows(
     """
     if not files:
         return pa.table({})
-    text = []
-    if text_as_dictionary:
-        schema = pq.read_schema(files[-1])
-        text = [name for name in columns if pa.types.is_string(schema.field(name).type)]
-    parquets = [pq.ParquetFile(path, read_dictionary=text) for path in files]
-
-    def read_keys(
-        chosen: list[pq.ParquetFile], stamps: bool, later: _WindowKeys | None = None
-    ) -> list[_WindowKeys]:
-        # Files decode in parallel: Arrow releases the GIL, and one key column per file
-        # leaves its own column-parallel reader a single column.
-        with ThreadPoolExecutor(max_workers=pa.cpu_count()) as pool:
-            return list(
-                pool.map(
-                    lambda file: _window_keys(
-                        file, entity, timestamp, start, end, entities, stamps, later
-                    ),
-                    chosen,
-                )
-            )
-
-    # The newest file first: older row groups whose rows all lose to it are not read.
-    # Its rows are read whole along with its keys: in time order every one of them wins.
+    parquets = _open(files, columns, text_as_dictionary)
     wanted = [entity, timestamp, *columns]
-
-    def newest(stamps: bool) -> _WindowKeys:
-        return _window_keys(
-            parquets[-1], entity, timestamp, start, end, entities, stamps, columns=wanted
-        )
-
-    latest = newest(stamps=False)
-    keys = [*read_keys(parquets[:-1], stamps=False, later=latest), latest]
-    if _in_time_order(keys):
-        winners = _last_file_first(keys)
-    else:  # ordering by time needs every row's timestamp
-        keys = [*read_keys(parquets[:-1], stamps=True), newest(stamps=True)]
-        winners = _by_sorting(keys)
+    keys, winners = _winners(parquets, (entity, timestamp, start, end, entities), wanted)
     read = [(key.row_groups, key.offsets, key.rows) for key in keys]
-    del keys, latest  # the window's keys are done with: free them before decoding the winners
+    del keys  # the window's keys are done with: free them before decoding the winners
     parts = [
         _read_rows(file, where, won, wanted)
         for file, where, won in zip(parquets, read, winners, strict=True)

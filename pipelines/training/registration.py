@@ -12,6 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
@@ -21,7 +22,7 @@ from pipelines.monitoring import profiling
 from pipelines.settings import Settings
 from pipelines.training.fitting import fit, merge_hyperparameters
 from pipelines.training.model_metrics import CALIBRATION_BINS, classification_metrics
-from pipelines.training.splits import FeatureSpec, feature_spec, split_by_time
+from pipelines.training.splits import FeatureSpec, TimeSplit, feature_spec, split_by_time
 
 # MLflow saves scikit-learn models with skops, which loads only types declared safe.
 SKOPS_TRUSTED_TYPES = ["xgboost.core.Booster", "xgboost.sklearn.XGBClassifier"]
@@ -73,41 +74,11 @@ def _figures(model: Pipeline, holdout: pd.DataFrame, spec: FeatureSpec, label: s
     return figures
 
 
-def train_and_register(
-    settings: Settings,
-    training_frame: pd.DataFrame,
-    hyperparameter_overrides: dict[str, Any] | None = None,
-    tags: dict[str, str] | None = None,
-) -> TrainedModel:
-    """Train on a point-in-time set; log everything to MLflow; register a new version."""
-    import matplotlib.pyplot as plt
-    import mlflow
-    from mlflow.data.pandas_dataset import from_pandas
-    from mlflow.models import infer_signature
-
-    names, training = settings.dataset, settings.training
-    hyperparameters = merge_hyperparameters(training.hyperparameters, hyperparameter_overrides)
-    spec = feature_spec(training_frame, [names.entity, names.timestamp, names.label])
-    split = split_by_time(
-        training_frame, names.timestamp, training.validation_share, training.holdout_share
-    )
-    model = fit(split, spec, names.label, hyperparameters, training.random_seed)
-    holdout_scores = model.predict_proba(split.holdout[spec.columns])[:, 1]
-    holdout_metrics = classification_metrics(split.holdout[names.label].to_numpy(), holdout_scores)
-    validation_scores = model.predict_proba(split.validation[spec.columns])[:, 1]
-    validation_metrics = classification_metrics(
-        split.validation[names.label].to_numpy(), validation_scores
-    )
-    profile = profiling.reference_profile(
-        split.train[spec.columns],
-        spec.categorical,
-        holdout_scores,
-        holdout_metrics,
-        training.profile_bins,
-        settings.drift,
-    )
+def _lineage(settings: Settings, training_frame: pd.DataFrame, split: TimeSplit) -> dict[str, str]:
+    """Tags tying a run and its version to their training set and code."""
+    names = settings.dataset
     stamps = training_frame[names.timestamp]
-    lineage = {
+    return {
         "feature_service": names.feature_service,
         "training_set.fingerprint": fingerprint(training_frame),
         "training_set.rows": str(len(training_frame)),
@@ -117,43 +88,101 @@ def train_and_register(
         "code_version": tracking.code_version(settings.project_root) or "unknown",
     }
 
+
+def _log_inputs(
+    settings: Settings,
+    training_frame: pd.DataFrame,
+    hyperparameters: dict[str, Any],
+    spec: FeatureSpec,
+    lineage: dict[str, str],
+) -> None:
+    """The active run's parameters and its training set as an MLflow dataset input."""
+    import mlflow
+    from mlflow.data.pandas_dataset import from_pandas
+
+    names = settings.dataset
+    window_days = training_frame[names.timestamp].dt.date.nunique()
+    mlflow.log_params({**hyperparameters, "window_days": window_days, "features": spec.columns})
+    dataset = from_pandas(
+        training_frame,
+        name=f"{names.feature_service}-training-set",
+        targets=names.label,
+        digest=lineage["training_set.fingerprint"],
+    )
+    mlflow.log_input(dataset, context="training")
+
+
+def _log_model(settings: Settings, model: Pipeline, split: TimeSplit, spec: FeatureSpec) -> Any:
+    """Figures, then the model itself, registered as a new version; its MLflow ModelInfo."""
+    import matplotlib.pyplot as plt
+    import mlflow
+    from mlflow.models import infer_signature
+
+    for name, figure in _figures(model, split.holdout, spec, settings.dataset.label).items():
+        mlflow.log_figure(figure, f"plots/{name}")
+        plt.close(figure)
+    example = split.holdout[spec.columns].head(5)
+    return mlflow.sklearn.log_model(
+        model,
+        name="model",
+        signature=infer_signature(example, model.predict_proba(example)),
+        input_example=example,
+        pyfunc_predict_fn="predict_proba",
+        registered_model_name=settings.training.model_name,
+        skops_trusted_types=SKOPS_TRUSTED_TYPES,
+    )
+
+
+def _scored(
+    model: Pipeline, rows: pd.DataFrame, spec: FeatureSpec, label: str
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Scores of some rows and their classification metrics."""
+    scores = model.predict_proba(rows[spec.columns])[:, 1]
+    return scores, classification_metrics(rows[label].to_numpy(), scores)
+
+
+def train_and_register(
+    settings: Settings,
+    training_frame: pd.DataFrame,
+    hyperparameter_overrides: dict[str, Any] | None = None,
+    tags: dict[str, str] | None = None,
+) -> TrainedModel:
+    """Train on a point-in-time set; log everything to MLflow; register a new version."""
+    import mlflow
+
+    names, training = settings.dataset, settings.training
+    hyperparameters = merge_hyperparameters(training.hyperparameters, hyperparameter_overrides)
+    spec = feature_spec(training_frame, [names.entity, names.timestamp, names.label])
+    split = split_by_time(
+        training_frame, names.timestamp, training.validation_share, training.holdout_share
+    )
+    model = fit(split, spec, names.label, hyperparameters, training.random_seed)
+    holdout_scores, holdout_metrics = _scored(model, split.holdout, spec, names.label)
+    _, validation_metrics = _scored(model, split.validation, spec, names.label)
+    profile = profiling.reference_profile(
+        split.train[spec.columns],
+        spec.categorical,
+        holdout_scores,
+        holdout_metrics,
+        training.profile_bins,
+        settings.drift,
+    )
+    lineage = _lineage(settings, training_frame, split)
     tracking.mlflow_client(settings)
     experiment = tracking.experiment_id(
         settings, contracts.training_experiment(training.model_name)
     )
-    with mlflow.start_run(experiment_id=experiment, run_name=f"train-{stamps.max().date()}") as run:
+    last_day = training_frame[names.timestamp].max().date()
+    with mlflow.start_run(experiment_id=experiment, run_name=f"train-{last_day}") as run:
         mlflow.set_tags({**lineage, **(tags or {})})
         if lineage["code_version"] != "unknown":
             mlflow.set_tag("mlflow.source.git.commit", lineage["code_version"])
-        mlflow.log_params(
-            {**hyperparameters, "window_days": stamps.dt.date.nunique(), "features": spec.columns}
-        )
-        mlflow.log_input(
-            from_pandas(
-                training_frame,
-                name=f"{names.feature_service}-training-set",
-                targets=names.label,
-                digest=lineage["training_set.fingerprint"],
-            ),
-            context="training",
-        )
+        _log_inputs(settings, training_frame, hyperparameters, spec, lineage)
         mlflow.log_metrics({f"holdout_{k}": v for k, v in holdout_metrics.items()})
         mlflow.log_metrics({f"validation_{k}": v for k, v in validation_metrics.items()})
         mlflow.log_metric("best_iteration", model.named_steps["classify"].best_iteration)
-        for name, figure in _figures(model, split.holdout, spec, names.label).items():
-            mlflow.log_figure(figure, f"plots/{name}")
-            plt.close(figure)
         mlflow.log_dict(profile, "reference_profile.json")
-        example = split.holdout[spec.columns].head(5)
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            signature=infer_signature(example, model.predict_proba(example)),
-            input_example=example,
-            pyfunc_predict_fn="predict_proba",
-            registered_model_name=training.model_name,
-            skops_trusted_types=SKOPS_TRUSTED_TYPES,
-        )
+        info = _log_model(settings, model, split, spec)
     version = str(info.registered_model_version)
     client = tracking.mlflow_client(settings)
     for key, value in lineage.items():
