@@ -25,7 +25,7 @@ inputs, reported separately and never in ``wall_s``; ``rss_before_mb`` is the pe
 before the clock, i.e. interpreter, libraries and the loaded data):
 
 * ``ours``: ``drift.feature_drift(profile, today, settings)``, with the profile loaded from
-  its JSON and today's frame read the way ``monitor.check`` reads it
+  its JSON and today's frame read the way ``monitoring.nightly.check`` reads it
   (``pq.read_table(columns=profile features).to_pandas()``). Flags: ``level == "alert"``
   (numeric: PSI or normed Wasserstein distance at its alert level; categorical: JS).
 * ``scipy`` (what a user without a profile would write): on the raw reference and today

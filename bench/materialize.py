@@ -8,7 +8,7 @@ the window a DAG run uses: ``materialization.materialization_window(settings,
 
 Compared paths, each in its own fresh subprocess (so peak RSS is per path):
 
-* ``ours``: ``pipelines.features.materialize_window(settings, start, end, store)``,
+* ``ours``: ``pipelines.features.materialization.materialize_window(settings, start, end, store)``,
   which reads only the partitions that can hold rows of the window;
 * ``stock`` (the baseline): Feast's own ``FeatureStore.materialize(start, end, [view])``
   through the file offline store (dask) and the local compute engine, which reads the

@@ -285,9 +285,9 @@ HYPERPARAMETER_BOUNDS: dict[str, Bound] = {
     "early_stopping_rounds": Bound(integer=True, minimum=1, maximum=1000),
 }
 
-# Every metric training measures on the holdout (`train.classification_metrics`): what the
-# gate may judge (`GateSettings.thresholds`) and a run override, with the range a threshold
-# on it takes (all but log loss are bounded by 1 anyway).
+# Every metric training measures on the holdout (`training.model_metrics`): what the gate
+# may judge (`GateSettings.thresholds`) and a run override, with the range a threshold on it
+# takes (all but log loss are bounded by 1 anyway).
 GATE_METRIC_RANGES: dict[str, tuple[float, float]] = {
     "roc_auc": (0.0, 1.0),
     "pr_auc": (0.0, 1.0),

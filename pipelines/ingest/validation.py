@@ -1,7 +1,7 @@
 """Validation gate: run a raw partition through its Great Expectations checkpoint.
 
 A partition is every parquet file in its folder, validated and published together or
-refused whole. Its files are first put on the contract's types (`pipelines.conform`:
+refused whole. Its files are first put on the contract's types (`pipelines.ingest.conform`:
 lossless casts only), so the suite checks exactly the bytes that are published. A
 passing partition is staged (one file, sorted by entity) and then published
 atomically into the validated zone, the only zone Feast reads. A failing, mis-dated or

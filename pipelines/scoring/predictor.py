@@ -43,7 +43,7 @@ def _is_passthrough(transformer: Any) -> bool:
 
 def _ordinal_categories(transformer: Any) -> list[pa.Array] | None:
     """An OrdinalEncoder's learned text categories, if unknown and missing values both
-    encode as NaN (as `train.fit` builds it); None for any other encoder."""
+    encode as NaN (as `training.fitting.fit` builds it); None for any other encoder."""
     from sklearn.preprocessing import OrdinalEncoder
 
     plain = (
@@ -70,7 +70,7 @@ def _ordinal_categories(transformer: Any) -> list[pa.Array] | None:
 def encoder_layout(model: Any) -> Layout | None:
     """The encoder's output columns in order: (input column, categories when ordinal-encoded).
 
-    Known for the pipeline `train.fit` builds (text ordinal-encoded, the rest passed
+    Known for the pipeline `training.fitting.fit` builds (text ordinal-encoded, the rest passed
     through, then XGBoost); None for any other model, which is then run as is.
     """
     from sklearn.compose import ColumnTransformer
