@@ -43,9 +43,10 @@ before the clock, i.e. interpreter, libraries and the loaded data):
   into a test entry; the drift computation is the same). If the venv cannot be built or
   the run fails, the error is recorded in the JSON, never raised.
 
-Targets (printed, and in the JSON under ``targets``): ``ours_s`` <= 2 s,
-``speedup_vs_evidently`` (evidently_s / ours_s) >= 10, and ``same_features_flagged``
-(ours' alert set equal to Evidently's drifted set). The JSON also says whether ours'
+Targets (printed as ``target <name>: <value> vs <bound>: met|MISSED`` lines, and in the
+JSON under ``targets``): ``ours_s`` <= 2 s, ``speedup_vs_evidently`` (evidently_s /
+ours_s) >= 10, and ``same_features_flagged`` (ours' alert set equal to Evidently's drifted
+set); without Evidently the last two are missed. The JSON also says whether ours'
 set equals the injected one (``ours_equals_injected``), and lists per feature ours' scores
 and level next to Evidently's method, value and verdict (``per_feature``).
 
@@ -69,7 +70,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -78,7 +78,25 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench._common import PROJECT_ROOT, child_env, measure, write_json
+from bench._common import (
+    PROJECT_ROOT,
+    ChildFailed,
+    Target,
+    add_role_arguments,
+    cache_valid,
+    child_env,
+    max_of,
+    measure,
+    median_of,
+    print_targets,
+    ratio,
+    run_child,
+    say,
+    targets_json,
+    wall_runs,
+    warm_page_cache,
+    write_json,
+)
 
 PATHS = ("ours", "scipy", "evidently")
 MANIFEST_VERSION = 2
@@ -91,14 +109,17 @@ OURS_MAX_S = 2.0
 SPEEDUP_VS_EVIDENTLY_MIN = 10.0
 EVIDENTLY_REQUIREMENTS = ("evidently>=0.7,<0.8", "pandas<3", "pyarrow")
 EVIDENTLY_TIMEOUT_S = 1_800.0
+EVIDENTLY_ENV = {"DO_NOT_TRACK": "1"}
 # The drift settings the stored profile depends on (its cache key); the levels are not.
 PROFILE_SETTINGS = {"profile_quantiles", "profile_tail_quantiles", "profile_steps"}
+DATA_FILES = ("reference.parquet", "today.parquet", "profile.json")
 
 
 # --------------------------------------------------------------------------- children
 
 
 def _read_manifest(data_dir: Path) -> dict[str, Any]:
+    """The manifest the generate child wrote beside the data."""
     loaded: dict[str, Any] = json.loads((data_dir / "manifest.json").read_text())
     return loaded
 
@@ -137,60 +158,72 @@ def _expected_manifest(rows: int, drift_features: tuple[str, ...]) -> dict[str, 
     }
 
 
-def _child_generate(
-    data_dir: Path, rows: int, drift_features: tuple[str, ...], result_file: Path
-) -> None:
-    """Write reference.parquet, today.parquet and profile.json (unless cached)."""
-    import numpy as np
+def _write_frames(manifest: dict[str, Any], files: list[Path]) -> None:
+    """Write the reference (a day in 7 per customer) and today's drifted rows as parquet."""
     import pandas as pd
     import pyarrow as pa
+
+    from pipelines.demo import synthetic
+    from pipelines.io import lake
+    from pipelines.settings import SyntheticSettings
+
+    cfg = SyntheticSettings.model_validate(manifest["synthetic"])
+    parts = []
+    for k, day_text in enumerate(manifest["reference_days"]):
+        frame = synthetic.activity(cfg, date.fromisoformat(day_text))
+        parts.append(frame.iloc[k::REFERENCE_DAYS])
+    reference = pd.concat(parts, ignore_index=True)
+    del parts
+    current = synthetic.activity(cfg, date.fromisoformat(manifest["today"]))
+    for frame, target in zip((reference, current), files[:2], strict=True):
+        table = pa.Table.from_pandas(frame, schema=synthetic.ACTIVITY_SCHEMA, preserve_index=False)
+        lake.write_table_atomic(table, target)
+
+
+def _write_profile(manifest: dict[str, Any], files: list[Path]) -> None:
+    """Build the reference profile as training would, from the reference read back."""
+    import numpy as np
+    import pandas as pd
 
     from pipelines.demo import synthetic
     from pipelines.io import lake
     from pipelines.monitoring import profiling
     from pipelines.settings import DriftSettings, SyntheticSettings
 
-    manifest = _expected_manifest(rows, drift_features)
-    files = [data_dir / name for name in ("reference.parquet", "today.parquet", "profile.json")]
-    manifest_path = data_dir / "manifest.json"
-    cached = (
-        manifest_path.exists()
-        and json.loads(manifest_path.read_text()) == manifest
-        and all(f.exists() for f in files)
+    cfg = SyntheticSettings.model_validate(manifest["synthetic"])
+    today = date.fromisoformat(manifest["today"])
+    features = pd.read_parquet(files[0], columns=manifest["features"])
+    scores = synthetic.churn_probability(cfg, features, today - timedelta(days=1))
+    profile = profiling.reference_profile(
+        features,
+        manifest["categorical"],
+        np.asarray(scores),
+        {},  # no model here: the holdout metrics are not used by the feature drift check
+        manifest["bins"],
+        DriftSettings(**manifest["profile"]),
     )
+    lake.write_json_atomic(profile, files[2])
+
+
+def _child_generate(
+    data_dir: Path, rows: int, drift_features: tuple[str, ...], result_file: Path
+) -> None:
+    """Write reference.parquet, today.parquet and profile.json (unless cached)."""
+    from pipelines.io import lake
+
+    manifest = _expected_manifest(rows, drift_features)
+    files = [data_dir / name for name in DATA_FILES]
+    manifest_path = data_dir / "manifest.json"
+    cached = cache_valid(manifest_path, manifest, files)
     started = time.perf_counter()
     if not cached:
         manifest_path.unlink(missing_ok=True)
-        cfg = SyntheticSettings.model_validate(manifest["synthetic"])
-        today = date.fromisoformat(manifest["today"])
-        parts = []
-        for k, day_text in enumerate(manifest["reference_days"]):
-            frame = synthetic.activity(cfg, date.fromisoformat(day_text))
-            parts.append(frame.iloc[k::REFERENCE_DAYS])
-        reference = pd.concat(parts, ignore_index=True)
-        del parts
-        current = synthetic.activity(cfg, today)
-        for frame, target in zip((reference, current), files[:2], strict=True):
-            table = pa.Table.from_pandas(
-                frame, schema=synthetic.ACTIVITY_SCHEMA, preserve_index=False
-            )
-            lake.write_table_atomic(table, target)
-        # The profile is built from the frame as training would see it: read back from parquet.
-        features = pd.read_parquet(files[0], columns=manifest["features"])
-        scores = synthetic.churn_probability(cfg, features, today - timedelta(days=1))
-        profile = profiling.reference_profile(
-            features,
-            manifest["categorical"],
-            np.asarray(scores),
-            {},  # no model here: the holdout metrics are not used by the feature drift check
-            manifest["bins"],
-            DriftSettings(**manifest["profile"]),
-        )
-        lake.write_json_atomic(profile, files[2])
+        _write_frames(manifest, files)
+        _write_profile(manifest, files)
         lake.write_json_atomic(manifest, manifest_path)
     generate_s = time.perf_counter() - started
     # Every path reads the same bytes: make them equally warm in the page cache.
-    data_bytes = sum(len(f.read_bytes()) for f in files)
+    data_bytes = warm_page_cache(files)
     write_json(
         result_file,
         {
@@ -293,6 +326,28 @@ def _child_scipy(data_dir: Path, result_file: Path) -> None:
     )
 
 
+def _evidently_verdicts(document: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], Any]:
+    """Per column Evidently's method, threshold, value and verdict; its drifted-columns count."""
+    features: dict[str, dict[str, Any]] = {}
+    drifted_count: Any = None
+    for metric in document["metrics"]:
+        config = metric["config"]
+        if config["type"].endswith(":ValueDrift"):
+            features[config["column"]] = {
+                "method": config.get("method"),
+                "threshold": config.get("threshold"),
+                "value": metric["value"],
+                "drifted": None,
+            }
+        elif config["type"].endswith(":DriftedColumnsCount"):
+            drifted_count = metric["value"]
+    for test in document["tests"]:
+        column = test.get("metric_config", {}).get("params", {}).get("column")
+        if test.get("id") == "drift" and column in features:
+            features[column]["drifted"] = test["status"] == "FAIL"
+    return features, drifted_count
+
+
 def _child_evidently(data_dir: Path, result_file: Path) -> None:
     """Time Evidently's DataDriftPreset (runs in Evidently's own venv, without the project)."""
     import evidently
@@ -312,23 +367,7 @@ def _child_evidently(data_dir: Path, result_file: Path) -> None:
     started = time.perf_counter()
     document = snapshot.dict()
     extract_s = time.perf_counter() - started
-    features: dict[str, dict[str, Any]] = {}
-    drifted_count: Any = None
-    for metric in document["metrics"]:
-        config = metric["config"]
-        if config["type"].endswith(":ValueDrift"):
-            features[config["column"]] = {
-                "method": config.get("method"),
-                "threshold": config.get("threshold"),
-                "value": metric["value"],
-                "drifted": None,
-            }
-        elif config["type"].endswith(":DriftedColumnsCount"):
-            drifted_count = metric["value"]
-    for test in document["tests"]:
-        column = test.get("metric_config", {}).get("params", {}).get("column")
-        if test.get("id") == "drift" and column in features:
-            features[column]["drifted"] = test["status"] == "FAIL"
+    features, drifted_count = _evidently_verdicts(document)
     write_json(
         result_file,
         measured
@@ -347,48 +386,31 @@ def _child_evidently(data_dir: Path, result_file: Path) -> None:
 # --------------------------------------------------------------------------- parent
 
 
-def _run_child(
-    python: str,
+def _run_role(
     role: str,
     data_dir: Path,
     rows: int,
     workdir: Path,
-    env: dict[str, str],
-    timeout: float | None = None,
     drift_features: tuple[str, ...] = DRIFT_FEATURES,
+    evidently_python: str | None = None,
 ) -> dict[str, Any]:
-    """Run one role in a fresh interpreter and return the JSON it wrote."""
-    result_file = workdir / f"{role}.json"
-    result_file.unlink(missing_ok=True)
-    command = [
-        python,
-        "-m",
+    """Run one role of this bench in a fresh interpreter (the shared harness).
+
+    With `evidently_python`, in Evidently's venv, with its environment and timeout.
+    """
+    args = ["--data-dir", str(data_dir), "--rows", str(rows)]
+    args += ["--drift-features", ",".join(drift_features)]
+    if evidently_python is None:
+        return run_child("bench.drift", role, workdir, child_env(), args)
+    return run_child(
         "bench.drift",
-        "--role",
         role,
-        "--data-dir",
-        str(data_dir),
-        "--rows",
-        str(rows),
-        "--drift-features",
-        ",".join(drift_features),
-        "--result-file",
-        str(result_file),
-    ]
-    done = subprocess.run(
-        command,
-        env=env,
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=timeout,
+        workdir,
+        child_env(EVIDENTLY_ENV),
+        args,
+        python=evidently_python,
+        timeout_s=EVIDENTLY_TIMEOUT_S,
     )
-    if done.returncode != 0 or not result_file.exists():
-        tail = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
-        raise RuntimeError(f"bench child {role!r} failed (exit {done.returncode}):\n{tail}")
-    loaded: dict[str, Any] = json.loads(result_file.read_text())
-    return loaded
 
 
 def _evidently_python(state_root: Path) -> tuple[str | None, str | None]:
@@ -396,10 +418,10 @@ def _evidently_python(state_root: Path) -> tuple[str | None, str | None]:
     venv = state_root / "bench" / "evidently-venv"
     python = venv / "bin" / "python"
     probe = [str(python), "-c", "import evidently, pandas, pyarrow"]
-    env = child_env({"DO_NOT_TRACK": "1"})
+    env = child_env(EVIDENTLY_ENV)
     if python.exists() and subprocess.run(probe, env=env, capture_output=True).returncode == 0:
         return str(python), None
-    print(f"evidently: building its venv at {venv} (one-off)", flush=True)
+    say(f"evidently: building its venv at {venv} (one-off)")
     log = state_root / "bench" / "evidently-venv-install.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
@@ -417,17 +439,16 @@ def _evidently_python(state_root: Path) -> tuple[str | None, str | None]:
 
 def _figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Median wall and read times and the highest peak RSS over the runs of one path."""
-    walls = [float(run["wall_s"]) for run in runs]
     figures: dict[str, Any] = {
-        "wall_s": round(statistics.median(walls), 3),
-        "read_s": round(statistics.median(float(run["read_s"]) for run in runs), 3),
-        "peak_rss_mb": max(float(run["peak_rss_mb"]) for run in runs),
-        "rss_before_mb": max(float(run["rss_before_mb"]) for run in runs),
+        "wall_s": round(median_of(runs, "wall_s"), 3),
+        "read_s": round(median_of(runs, "read_s"), 3),
+        "peak_rss_mb": max_of(runs, "peak_rss_mb"),
+        "rss_before_mb": max_of(runs, "rss_before_mb"),
         "flagged": runs[-1]["flagged"],
         "features": runs[-1]["features"],
     }
     if len(runs) > 1:
-        figures["wall_s_runs"] = [round(w, 3) for w in walls]
+        figures["wall_s_runs"] = wall_runs(runs)
     for key in ("version", "drifted_columns", "extract_s", "reference_rows"):
         if key in runs[-1]:
             figures[key] = runs[-1][key]
@@ -450,19 +471,177 @@ def _side_by_side(figures: dict[str, Any]) -> dict[str, dict[str, Any]]:
     }
 
 
-def _ratio(numerator: float | None, denominator: float | None) -> float | None:
-    if numerator is None or denominator is None or denominator <= 0:
-        return None
-    return round(numerator / denominator, 2)
-
-
 def _describe(path: str, attempt: int, repeats: int, result: dict[str, Any]) -> str:
+    """One line for one run of one path."""
     return (
         f"{path:>9} (run {attempt}/{repeats}): {result['wall_s']:.3f} s "
         f"(read {result['read_s']:.2f} s, outside the clock), "
         f"peak RSS {result['peak_rss_mb']} MiB (before the clock {result['rss_before_mb']} MiB), "
         f"flags {result['flagged']}"
     )
+
+
+def _evidently(state_root: Path, skip_evidently: bool) -> tuple[str | None, str | None]:
+    """Evidently's interpreter, or None and why (skipped, or its venv is unavailable)."""
+    if skip_evidently:
+        return None, "skipped (--skip-evidently)"
+    python, error = _evidently_python(state_root)
+    if python is None:
+        say(f"evidently: unavailable: {error}")
+    return python, error
+
+
+def _generate(
+    data_dir: Path, rows: int, workdir: Path, drift_features: tuple[str, ...]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Generate (or reuse) the data and the profile; the generate child's figures, the manifest."""
+    say(f"data: {rows} reference + {rows} current rows under {data_dir}")
+    generated = _run_role("generate", data_dir, rows, workdir, drift_features)
+    how = "reused cache" if generated["cached"] else f"generated in {generated['generate_s']}s"
+    manifest = _read_manifest(data_dir)
+    say(
+        f"data: {generated['data_mb']} MiB of parquet, profile {generated['profile_kb']} KiB "
+        f"({how}); injected drift on {manifest['injected']} from {manifest['today']} "
+        f"(x{1 + DRIFT_MAGNITUDE})"
+    )
+    return generated, manifest
+
+
+def _measure_paths(
+    paths: list[str],
+    data_dir: Path,
+    rows: int,
+    workdir: Path,
+    repeats: int,
+    evidently_python: str | None,
+) -> tuple[dict[str, list[dict[str, Any]]], str | None]:
+    """Every run of every path, interleaved; a failed Evidently run drops it, with the error."""
+    runs: dict[str, list[dict[str, Any]]] = {path: [] for path in paths}
+    evidently_error: str | None = None
+    for attempt in range(1, repeats + 1):
+        for path in list(runs):  # interleaved, so drift in the machine hits all alike
+            python = evidently_python if path == "evidently" else None
+            try:
+                result = _run_role(path, data_dir, rows, workdir, evidently_python=python)
+            except ChildFailed as error:
+                if path != "evidently":
+                    raise
+                evidently_error = str(error)[-2_000:]
+                say(f"evidently: failed: {evidently_error}")
+                runs.pop(path)
+                continue
+            runs[path].append(result)
+            say(_describe(path, attempt, repeats, result))
+    return runs, evidently_error
+
+
+def _flagged(figures: dict[str, Any], manifest: dict[str, Any]) -> dict[str, list[str] | None]:
+    """The injected set and every path's flagged set (None for a path that did not run)."""
+    flagged: dict[str, list[str] | None] = {"injected": sorted(manifest["injected"])}
+    flagged.update({path: figures[path]["flagged"] if path in figures else None for path in PATHS})
+    return flagged
+
+
+def _targets(
+    seconds: dict[str, float | None], speedup: float | None, flagged: dict[str, Any]
+) -> list[Target]:
+    """ours <= 2 s, >= 10x faster than Evidently, the same features flagged as Evidently."""
+    ours_s = seconds["ours"]
+    same = flagged["evidently"] is not None and flagged["ours"] == flagged["evidently"]
+    theirs = "(not run)" if flagged["evidently"] is None else flagged["evidently"]
+    return [
+        Target("ours_s", ours_s, f"<= {OURS_MAX_S} s", ours_s is not None and ours_s <= OURS_MAX_S),
+        Target(
+            "speedup_vs_evidently",
+            speedup,
+            f">= {SPEEDUP_VS_EVIDENTLY_MIN}",
+            speedup is not None and speedup >= SPEEDUP_VS_EVIDENTLY_MIN,
+        ),
+        Target("same_features_flagged", flagged["ours"], f"== evidently's {theirs}", same),
+    ]
+
+
+def _targets_json(targets: list[Target]) -> dict[str, Any]:
+    """The JSON ``targets``: the bounds and verdicts by name, plus the shared checks."""
+    ours_s, speedup, same = targets
+    return targets_json(
+        targets,
+        {
+            "ours_max_s": OURS_MAX_S,
+            "ours_s_met": ours_s.met,
+            "speedup_vs_evidently_min": SPEEDUP_VS_EVIDENTLY_MIN,
+            "speedup_vs_evidently_met": speedup.met,
+            "same_features_flagged_met": same.met,
+        },
+    )
+
+
+def _summary(
+    rows: int,
+    manifest: dict[str, Any],
+    figures: dict[str, Any],
+    evidently_error: str | None,
+) -> dict[str, Any]:
+    """Every figure, ratio and flagged set of the bench (without repeats and wall time)."""
+    seconds = {path: figures[path]["wall_s"] if path in figures else None for path in PATHS}
+    flagged = _flagged(figures, manifest)
+    injected = flagged["injected"]
+    speedup_vs_evidently = ratio(seconds["evidently"], seconds["ours"])
+    targets = _targets(seconds, speedup_vs_evidently, flagged)
+    evidently = figures.get("evidently")
+    return {
+        "rows": rows,
+        "reference_rows": rows,
+        "features": len(manifest["features"]),
+        "ours_s": seconds["ours"],
+        "scipy_s": seconds["scipy"],
+        "evidently_s": seconds["evidently"],
+        "speedup_vs_evidently": speedup_vs_evidently,
+        "speedup_vs_scipy": ratio(seconds["scipy"], seconds["ours"]),
+        "ours_peak_rss_mb": figures["ours"]["peak_rss_mb"],
+        "scipy_peak_rss_mb": figures["scipy"]["peak_rss_mb"],
+        "evidently_peak_rss_mb": evidently["peak_rss_mb"] if evidently else None,
+        "ours_read_today_s": figures["ours"]["read_s"],
+        "flagged": flagged,
+        "same_features_flagged": None
+        if flagged["evidently"] is None
+        else flagged["ours"] == flagged["evidently"],
+        "ours_equals_injected": flagged["ours"] == injected,
+        "evidently_equals_injected": None
+        if flagged["evidently"] is None
+        else flagged["evidently"] == injected,
+        "scipy_equals_injected": flagged["scipy"] == injected,
+        "evidently_error": evidently_error,
+        "per_feature": _side_by_side(figures),
+        "targets": _targets_json(targets),
+        "paths": figures,
+        "drift": {
+            "features": manifest["injected"],
+            "magnitude": DRIFT_MAGNITUDE,
+            "today": manifest["today"],
+            "reference_days": manifest["reference_days"],
+        },
+    }
+
+
+def _print_results(summary: dict[str, Any]) -> None:
+    """The human-readable lines after the runs: flagged sets and times."""
+    flagged = summary["flagged"]
+    say(f"injected: {flagged['injected']}")
+    for path in PATHS:
+        say(f"flagged by {path:>9}: {flagged[path]}")
+    say(f"ours flags the injected set: {summary['ours_equals_injected']}")
+    say(
+        f"ours {summary['ours_s']} s vs scipy {summary['scipy_s']} s "
+        f"(x{summary['speedup_vs_scipy']}) vs evidently {summary['evidently_s']} s "
+        f"(x{summary['speedup_vs_evidently']})"
+    )
+    say(f"bench wall time: {summary['bench_wall_s']} s")
+
+
+def _checked(summary: dict[str, Any]) -> list[Target]:
+    """The summary's targets back as `Target`s, to print."""
+    return [Target(**check) for check in summary["targets"]["checks"]]
 
 
 def run(
@@ -477,133 +656,24 @@ def run(
     key = f"r{rows}" if drift_features == DRIFT_FEATURES else f"r{rows}-{'+'.join(drift_features)}"
     data_dir = state_root / "bench" / "drift" / key
     data_dir.mkdir(parents=True, exist_ok=True)
-    env = child_env()
-    paths = [p for p in PATHS if not (skip_evidently and p == "evidently")]
-    evidently_python: str | None = None
-    evidently_error: str | None = "skipped (--skip-evidently)" if skip_evidently else None
-    if not skip_evidently:
-        evidently_python, evidently_error = _evidently_python(state_root)
-        if evidently_python is None:
-            print(f"evidently: unavailable: {evidently_error}", flush=True)
-            paths.remove("evidently")
-
+    evidently_python, evidently_error = _evidently(state_root, skip_evidently)
+    paths = [p for p in PATHS if p != "evidently" or evidently_python is not None]
     with tempfile.TemporaryDirectory(prefix="bench-drift-") as tmp:
         workdir = Path(tmp)
-        print(f"data: {rows} reference + {rows} current rows under {data_dir}", flush=True)
-        generated = _run_child(
-            sys.executable, "generate", data_dir, rows, workdir, env, None, drift_features
-        )
-        how = "reused cache" if generated["cached"] else f"generated in {generated['generate_s']}s"
-        manifest = _read_manifest(data_dir)
-        print(
-            f"data: {generated['data_mb']} MiB of parquet, profile {generated['profile_kb']} KiB "
-            f"({how}); injected drift on {manifest['injected']} from {manifest['today']} "
-            f"(x{1 + DRIFT_MAGNITUDE})",
-            flush=True,
-        )
-        runs: dict[str, list[dict[str, Any]]] = {path: [] for path in paths}
-        for attempt in range(1, repeats + 1):
-            for path in list(paths):  # interleaved, so drift in the machine hits all alike
-                try:
-                    if path == "evidently":
-                        assert evidently_python is not None
-                        result = _run_child(
-                            evidently_python,
-                            path,
-                            data_dir,
-                            rows,
-                            workdir,
-                            child_env({"DO_NOT_TRACK": "1"}),
-                            timeout=EVIDENTLY_TIMEOUT_S,
-                        )
-                    else:
-                        result = _run_child(sys.executable, path, data_dir, rows, workdir, env)
-                except (RuntimeError, subprocess.TimeoutExpired) as error:
-                    if path != "evidently":
-                        raise
-                    evidently_error = str(error)[-2_000:]
-                    print(f"evidently: failed: {evidently_error}", flush=True)
-                    paths.remove(path)
-                    runs.pop(path)
-                    continue
-                runs[path].append(result)
-                print(_describe(path, attempt, repeats, result), flush=True)
-
+        generated, manifest = _generate(data_dir, rows, workdir, drift_features)
+        runs, failed = _measure_paths(paths, data_dir, rows, workdir, repeats, evidently_python)
     figures = {path: _figures(path_runs) for path, path_runs in runs.items()}
-    seconds = {path: figures[path]["wall_s"] if path in figures else None for path in PATHS}
-    injected = sorted(manifest["injected"])
-    flagged: dict[str, list[str] | None] = {"injected": injected}
-    flagged.update({path: figures[path]["flagged"] if path in figures else None for path in PATHS})
-    ours_flags = flagged["ours"]
-    same = None if flagged["evidently"] is None else ours_flags == flagged["evidently"]
-    speedup_vs_evidently = _ratio(seconds["evidently"], seconds["ours"])
-    targets = {
-        "ours_max_s": OURS_MAX_S,
-        "ours_s_met": seconds["ours"] is not None and seconds["ours"] <= OURS_MAX_S,
-        "speedup_vs_evidently_min": SPEEDUP_VS_EVIDENTLY_MIN,
-        "speedup_vs_evidently_met": speedup_vs_evidently is not None
-        and speedup_vs_evidently >= SPEEDUP_VS_EVIDENTLY_MIN,
-        "same_features_flagged_met": same is True,
-    }
-    targets["all_met"] = all(v for k, v in targets.items() if k.endswith("_met"))
-    summary: dict[str, Any] = {
-        "rows": rows,
-        "reference_rows": rows,
-        "features": len(manifest["features"]),
-        "ours_s": seconds["ours"],
-        "scipy_s": seconds["scipy"],
-        "evidently_s": seconds["evidently"],
-        "speedup_vs_evidently": speedup_vs_evidently,
-        "speedup_vs_scipy": _ratio(seconds["scipy"], seconds["ours"]),
-        "ours_peak_rss_mb": figures["ours"]["peak_rss_mb"],
-        "scipy_peak_rss_mb": figures["scipy"]["peak_rss_mb"],
-        "evidently_peak_rss_mb": figures["evidently"]["peak_rss_mb"]
-        if "evidently" in figures
-        else None,
-        "ours_read_today_s": figures["ours"]["read_s"],
-        "flagged": flagged,
-        "same_features_flagged": same,
-        "ours_equals_injected": ours_flags == injected,
-        "evidently_equals_injected": None
-        if flagged["evidently"] is None
-        else flagged["evidently"] == injected,
-        "scipy_equals_injected": flagged["scipy"] == injected,
-        "evidently_error": evidently_error,
-        "per_feature": _side_by_side(figures),
-        "targets": targets,
-        "paths": figures,
-        "drift": {
-            "features": manifest["injected"],
-            "magnitude": DRIFT_MAGNITUDE,
-            "today": manifest["today"],
-            "reference_days": manifest["reference_days"],
-        },
-        "repeats": repeats,
-        "data_cached": generated["cached"],
-        "bench_wall_s": round(time.perf_counter() - bench_started, 1),
-    }
-    print(f"injected: {injected}", flush=True)
-    for path in PATHS:
-        print(f"flagged by {path:>9}: {flagged[path]}", flush=True)
-    print(
-        f"ours {seconds['ours']} s vs scipy {seconds['scipy']} s "
-        f"(x{summary['speedup_vs_scipy']}) vs evidently {seconds['evidently']} s "
-        f"(x{speedup_vs_evidently})",
-        flush=True,
-    )
-    print(
-        f"targets: ours <= {OURS_MAX_S} s: {targets['ours_s_met']}; "
-        f">= {SPEEDUP_VS_EVIDENTLY_MIN}x faster than evidently: "
-        f"{targets['speedup_vs_evidently_met']}; same features flagged as evidently: "
-        f"{targets['same_features_flagged_met']} (ours == injected: "
-        f"{summary['ours_equals_injected']})",
-        flush=True,
-    )
-    print(f"bench wall time: {summary['bench_wall_s']} s", flush=True)
+    summary = _summary(rows, manifest, figures, failed or evidently_error)
+    summary["repeats"] = repeats
+    summary["data_cached"] = generated["cached"]
+    summary["bench_wall_s"] = round(time.perf_counter() - bench_started, 1)
+    _print_results(summary)
+    print_targets(_checked(summary))
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    """The command line: the public options and the hidden ones of a child role."""
     parser = argparse.ArgumentParser(
         prog="python -m bench.drift",
         description="Drift check of one night: drift.feature_drift vs scipy vs Evidently.",
@@ -624,24 +694,31 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="fresh runs per path, interleaved; *_s is the median, peak RSS the max",
     )
-    parser.add_argument(
-        "--role", choices=("generate", *PATHS), help=argparse.SUPPRESS, default=None
-    )
+    add_role_arguments(parser, ("generate", *PATHS))
     parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--result-file", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
 
+
+def _run_child_role(args: argparse.Namespace) -> None:
+    """Run the child role the parent asked for."""
+    if args.role == "generate":
+        _child_generate(args.data_dir, args.rows, args.drift_features, args.result_file)
+    elif args.role == "ours":
+        _child_ours(args.data_dir, args.result_file)
+    elif args.role == "scipy":
+        _child_scipy(args.data_dir, args.result_file)
+    else:
+        _child_evidently(args.data_dir, args.result_file)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the bench (or, with --role, one child of it)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
     if args.role is not None:
         if args.result_file is None or args.data_dir is None:
             parser.error("--role needs --data-dir and --result-file")
-        if args.role == "generate":
-            _child_generate(args.data_dir, args.rows, args.drift_features, args.result_file)
-        elif args.role == "ours":
-            _child_ours(args.data_dir, args.result_file)
-        elif args.role == "scipy":
-            _child_scipy(args.data_dir, args.result_file)
-        else:
-            _child_evidently(args.data_dir, args.result_file)
+        _run_child_role(args)
         return 0
 
     if args.rows < 1 or args.repeats < 1:

@@ -33,6 +33,9 @@ lake is cached under ``<state_root>/bench/materialize/c<customers>-h<history_day
 profile (sqlite online store, file registry) is forced, so the two stores never share
 a Redis or a SQL registry.
 
+Target (printed as ``target <name>: <value> vs <bound>: met|MISSED`` lines, and in the
+JSON under ``targets``): ``speedup`` (stock wall over ours) >= ``SPEEDUP_VS_STOCK_MIN`` (5).
+
 Run it from the repository root::
 
     .venv/bin/python -m bench.materialize [--customers 100000] [--history-days 30]
@@ -50,8 +53,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -59,25 +60,47 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench._common import PROJECT_ROOT, child_env, measure, write_json
+from bench._common import (
+    PROJECT_ROOT,
+    Target,
+    add_role_arguments,
+    at_least,
+    cache_valid,
+    embedded_env,
+    max_of,
+    measure,
+    median_of,
+    print_targets,
+    rate,
+    ratio,
+    run_child,
+    say,
+    targets_json,
+    wall_runs,
+    warm_page_cache,
+    write_json,
+)
 from pipelines import contracts
 
 PATHS = ("ours", "stock")
 SAMPLE_SIZE = 1_000
 MANIFEST_VERSION = 2
 _SAMPLE_SEED = 20_240_601
+SPEEDUP_VS_STOCK_MIN = 5.0
 
 
 # --------------------------------------------------------------------------- children
 
 
 def _last_day(settings: Any) -> date:
+    """The last generated day: the night this bench materializes."""
     from pipelines.demo import synthetic
 
     return synthetic.days(settings.synthetic)[-1]
 
 
 def _window(settings: Any) -> tuple[datetime, datetime]:
+    """The window a DAG run materializes for the last day."""
     from pipelines.features import materialization
 
     return materialization.materialization_window(
@@ -124,68 +147,88 @@ def _online_sample(settings: Any, store: Any, ids: list[int]) -> dict[str, list[
     return served
 
 
-def _child_generate(result_file: Path, sample_file: Path) -> None:
-    """Write the validated partitions (unless cached), warm the page cache, count the window."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.dataset as ds
-
+def _lake_manifest(settings: Any, days: list[date]) -> dict[str, Any]:
+    """What the cached lake must have been generated with."""
     from pipelines.demo import synthetic
-    from pipelines.io import lake
-    from pipelines.settings import load_settings
 
-    settings = load_settings()
-    cfg = settings.synthetic
     names = settings.dataset
-    days = synthetic.days(cfg)
-    files = [lake.partition_file(settings.validated_root, names.raw_dataset, d) for d in days]
-    manifest_path = settings.state_root.parent / "lake.json"
-    manifest = {
+    return {
         "version": MANIFEST_VERSION,
-        "synthetic": cfg.model_dump(mode="json"),
+        "synthetic": settings.synthetic.model_dump(mode="json"),
         "dataset": [names.raw_dataset, names.entity, names.timestamp],
         "schema": str(synthetic.ACTIVITY_SCHEMA),
         "days": [d.isoformat() for d in days],
     }
-    cached = (
-        manifest_path.exists()
-        and json.loads(manifest_path.read_text()) == manifest
-        and all(f.exists() for f in files)
-    )
-    started = time.perf_counter()
-    if not cached:
-        manifest_path.unlink(missing_ok=True)
-        shutil.rmtree(settings.lake_root, ignore_errors=True)
-        for day, target in zip(days, files, strict=True):
-            frame = synthetic.activity(cfg, day)
-            table = pa.Table.from_pandas(
-                frame, schema=synthetic.ACTIVITY_SCHEMA, preserve_index=False
-            )
-            lake.write_table_atomic(table, target)
-        lake.write_json_atomic(manifest, manifest_path)
-    generate_s = time.perf_counter() - started
 
-    # Both paths read the same bytes: make them equally warm in the page cache.
-    lake_bytes = 0
-    for path in files:
-        lake_bytes += len(path.read_bytes())
 
+def _write_lake(
+    settings: Any, days: list[date], files: list[Path], manifest: dict[str, Any], path: Path
+) -> None:
+    """Generate every daily partition into the validated zone, then the manifest at `path`."""
+    import pyarrow as pa
+
+    from pipelines.demo import synthetic
+    from pipelines.io import lake
+
+    path.unlink(missing_ok=True)
+    shutil.rmtree(settings.lake_root, ignore_errors=True)
+    for day, target in zip(days, files, strict=True):
+        frame = synthetic.activity(settings.synthetic, day)
+        table = pa.Table.from_pandas(frame, schema=synthetic.ACTIVITY_SCHEMA, preserve_index=False)
+        lake.write_table_atomic(table, target)
+    lake.write_json_atomic(manifest, path)
+
+
+def _row_counts(settings: Any, files: list[Path]) -> tuple[int, int]:
+    """Rows in the whole lake and rows inside the materialization window."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    names = settings.dataset
     start, end = _window(settings)
     ts_type = pa.timestamp("us", tz="UTC")
     window = (ds.field(names.timestamp) >= pa.scalar(start, ts_type)) & (
         ds.field(names.timestamp) <= pa.scalar(end, ts_type)
     )
     dataset = ds.dataset([str(f) for f in files], format="parquet")
-    total_rows = dataset.count_rows()
-    window_rows = dataset.count_rows(filter=window)
+    return dataset.count_rows(), dataset.count_rows(filter=window)
 
-    last = ds.dataset(str(files[-1]), format="parquet").to_table(columns=[names.entity])
-    population = np.asarray(last.column(names.entity).to_numpy())
+
+def _sample_ids(last_file: Path, entity: str) -> list[int]:
+    """A seeded sample of the customers of the last partition."""
+    import numpy as np
+    import pyarrow.dataset as ds
+
+    last = ds.dataset(str(last_file), format="parquet").to_table(columns=[entity])
+    population = np.asarray(last.column(entity).to_numpy())
     rng = np.random.default_rng(_SAMPLE_SEED)
     size = min(SAMPLE_SIZE, len(population))
-    ids = sorted(int(i) for i in rng.choice(population, size=size, replace=False))
-    sample_file.write_text(json.dumps(ids))
+    return sorted(int(i) for i in rng.choice(population, size=size, replace=False))
 
+
+def _child_generate(result_file: Path, sample_file: Path) -> None:
+    """Write the validated partitions (unless cached), warm the page cache, count the window."""
+    from pipelines.demo import synthetic
+    from pipelines.io import lake
+    from pipelines.settings import load_settings
+
+    settings = load_settings()
+    names = settings.dataset
+    days = synthetic.days(settings.synthetic)
+    files = [lake.partition_file(settings.validated_root, names.raw_dataset, d) for d in days]
+    manifest_path = settings.state_root.parent / "lake.json"
+    manifest = _lake_manifest(settings, days)
+    cached = cache_valid(manifest_path, manifest, files)
+    started = time.perf_counter()
+    if not cached:
+        _write_lake(settings, days, files, manifest, manifest_path)
+    generate_s = time.perf_counter() - started
+    # Both paths read the same bytes: make them equally warm in the page cache.
+    lake_bytes = warm_page_cache(files)
+    total_rows, window_rows = _row_counts(settings, files)
+    ids = _sample_ids(files[-1], names.entity)
+    sample_file.write_text(json.dumps(ids))
+    start, end = _window(settings)
     result = {
         "cached": cached,
         "generate_s": round(generate_s, 2),
@@ -228,40 +271,10 @@ def _child_measure(path: str, result_file: Path, sample_file: Path) -> None:
 # --------------------------------------------------------------------------- parent
 
 
-def _child_env(state_root: Path, customers: int, history_days: int) -> dict[str, str]:
-    return child_env(
-        {
-            "MLOPS_PROFILE": "embedded",
-            "MLOPS_STATE_ROOT": str(state_root),
-            "MLOPS_SYNTHETIC__CUSTOMERS": str(customers),
-            "MLOPS_SYNTHETIC__DAYS": str(history_days + 1),
-        }
-    )
-
-
-def _run_child(role: str, env: dict[str, str], workdir: Path) -> dict[str, Any]:
-    """Run one role in a fresh interpreter and return the JSON it wrote."""
-    result_file = workdir / f"{role}.json"
-    result_file.unlink(missing_ok=True)
-    command = [
-        sys.executable,
-        "-m",
-        "bench.materialize",
-        "--role",
-        role,
-        "--result-file",
-        str(result_file),
-        "--sample-file",
-        str(workdir / "sample_ids.json"),
-    ]
-    done = subprocess.run(
-        command, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0 or not result_file.exists():
-        tail = "\n".join((done.stdout + done.stderr).splitlines()[-40:])
-        raise RuntimeError(f"bench child {role!r} failed (exit {done.returncode}):\n{tail}")
-    loaded: dict[str, Any] = json.loads(result_file.read_text())
-    return loaded
+def _run_role(role: str, env: dict[str, str], workdir: Path) -> dict[str, Any]:
+    """Run one role of this bench in a fresh interpreter (the shared harness)."""
+    sample = ["--sample-file", str(workdir / "sample_ids.json")]
+    return run_child("bench.materialize", role, workdir, env, sample)
 
 
 def _link_lake(source_root: Path, target_root: Path) -> None:
@@ -283,16 +296,15 @@ def _link_lake(source_root: Path, target_root: Path) -> None:
 
 def _figures(runs: list[dict[str, Any]], window_rows: int) -> dict[str, Any]:
     """Median wall time and the highest peak RSS over the runs of one path."""
-    walls = [float(run["wall_s"]) for run in runs]
-    wall = statistics.median(walls)
+    wall = median_of(runs, "wall_s")
     figures: dict[str, Any] = {
         "wall_s": round(wall, 3),
-        "rows_per_s": round(window_rows / wall) if wall > 0 else None,
-        "peak_rss_mb": max(float(run["peak_rss_mb"]) for run in runs),
-        "rss_before_mb": max(float(run["rss_before_mb"]) for run in runs),
+        "rows_per_s": rate(window_rows, wall) if wall > 0 else None,
+        "peak_rss_mb": max_of(runs, "peak_rss_mb"),
+        "rss_before_mb": max_of(runs, "rss_before_mb"),
     }
     if len(runs) > 1:
-        figures["wall_s_runs"] = [round(w, 3) for w in walls]
+        figures["wall_s_runs"] = wall_runs(runs)
     return figures
 
 
@@ -304,88 +316,125 @@ def _same(left: dict[str, list[Any]], right: dict[str, list[Any]]) -> bool:
     return complete and all(left[key] == right[key] for key in left)
 
 
-def run(customers: int, history_days: int, state_root: Path, repeats: int = 1) -> dict[str, Any]:
-    """Generate (or reuse) the lake, measure both paths, and return the summary."""
-    bench_started = time.perf_counter()
-    key_dir = state_root / "bench" / "materialize" / f"c{customers}-h{history_days}"
-    roots = {path: key_dir / path for path in PATHS}
-    key_dir.mkdir(parents=True, exist_ok=True)
-    envs = {path: _child_env(root, customers, history_days) for path, root in roots.items()}
+def _generate(env: dict[str, str], workdir: Path, roots: dict[str, Path]) -> dict[str, Any]:
+    """Generate (or reuse) the lake under ours' root, link it under stock's, say what it is."""
+    generated = _run_role("generate", env, workdir)
+    how = "reused cache" if generated["cached"] else f"generated in {generated['generate_s']}s"
+    say(
+        f"lake: {generated['partitions']} partitions, {generated['total_rows']} rows, "
+        f"{generated['lake_mb']} MiB ({how})"
+    )
+    _link_lake(roots["ours"] / "lake", roots["stock"] / "lake")
+    say(
+        f"window: {generated['window'][0]} .. {generated['window'][1]} "
+        f"({int(generated['window_rows'])} lake rows)"
+    )
+    return generated
 
-    with tempfile.TemporaryDirectory(prefix="bench-materialize-") as tmp:
-        workdir = Path(tmp)
-        print(f"lake: {customers} customers x {history_days + 1} days under {key_dir}", flush=True)
-        generated = _run_child("generate", envs["ours"], workdir)
-        how = "reused cache" if generated["cached"] else f"generated in {generated['generate_s']}s"
-        print(
-            f"lake: {generated['partitions']} partitions, {generated['total_rows']} rows, "
-            f"{generated['lake_mb']} MiB ({how})",
-            flush=True,
-        )
-        _link_lake(roots["ours"] / "lake", roots["stock"] / "lake")
-        window_rows = int(generated["window_rows"])
-        print(
-            f"window: {generated['window'][0]} .. {generated['window'][1]} "
-            f"({window_rows} lake rows)",
-            flush=True,
-        )
 
-        runs: dict[str, list[dict[str, Any]]] = {path: [] for path in PATHS}
-        for attempt in range(1, repeats + 1):
-            for path in PATHS:  # interleaved, so drift in the machine hits both paths alike
-                shutil.rmtree(roots[path] / "feast", ignore_errors=True)
-                result = _run_child(path, envs[path], workdir)
-                runs[path].append(result)
-                print(
-                    f"{path:>5} (run {attempt}/{repeats}): {result['wall_s']:.3f} s, "
-                    f"{round(window_rows / result['wall_s'])} rows/s, "
-                    f"peak RSS {result['peak_rss_mb']} MiB "
-                    f"(before the call {result['rss_before_mb']} MiB)",
-                    flush=True,
-                )
+def _measure_paths(
+    envs: dict[str, dict[str, str]],
+    roots: dict[str, Path],
+    workdir: Path,
+    repeats: int,
+    window_rows: int,
+) -> dict[str, list[dict[str, Any]]]:
+    """Every run of both paths, interleaved, each with a fresh online store and process."""
+    runs: dict[str, list[dict[str, Any]]] = {path: [] for path in PATHS}
+    for attempt in range(1, repeats + 1):
+        for path in PATHS:  # interleaved, so drift in the machine hits both paths alike
+            shutil.rmtree(roots[path] / "feast", ignore_errors=True)
+            result = _run_role(path, envs[path], workdir)
+            runs[path].append(result)
+            say(
+                f"{path:>5} (run {attempt}/{repeats}): {result['wall_s']:.3f} s, "
+                f"{round(window_rows / result['wall_s'])} rows/s, "
+                f"peak RSS {result['peak_rss_mb']} MiB "
+                f"(before the call {result['rss_before_mb']} MiB)"
+            )
+    return runs
 
+
+def _targets(summary: dict[str, Any]) -> list[Target]:
+    """The stated target: stock's wall time over ours at least `SPEEDUP_VS_STOCK_MIN`."""
+    return [at_least("speedup_vs_stock", summary["speedup"], SPEEDUP_VS_STOCK_MIN)]
+
+
+def _summary(
+    customers: int,
+    history_days: int,
+    generated: dict[str, Any],
+    runs: dict[str, list[dict[str, Any]]],
+    repeats: int,
+) -> dict[str, Any]:
+    """Every figure of the bench (without its wall time and targets)."""
+    window_rows = int(generated["window_rows"])
     ours, stock = (_figures(runs[path], window_rows) for path in PATHS)
     samples = {path: runs[path][-1]["sample"] for path in PATHS}
-    equal = _same(samples["ours"], samples["stock"])
-    match_lake = _same(samples["ours"], generated["expected"]) and _same(
-        samples["stock"], generated["expected"]
-    )
-    summary: dict[str, Any] = {
+    expected = generated["expected"]
+    return {
         "customers": customers,
         "history_days": history_days,
         "window_rows": window_rows,
         "ours": ours,
         "stock": stock,
         "speedup": round(stock["wall_s"] / ours["wall_s"], 2),
-        "rss_ratio": round(stock["peak_rss_mb"] / ours["peak_rss_mb"], 2),
-        "online_values_equal": equal,
-        "online_values_match_lake": match_lake,
+        "rss_ratio": ratio(stock["peak_rss_mb"], ours["peak_rss_mb"]),
+        "online_values_equal": _same(samples["ours"], samples["stock"]),
+        "online_values_match_lake": _same(samples["ours"], expected)
+        and _same(samples["stock"], expected),
         "online_sample_size": len(next(iter(samples["ours"].values()), [])),
         "online_rows": runs["ours"][-1].get("online_rows"),
         "repeats": repeats,
         "lake_cached": generated["cached"],
-        "bench_wall_s": round(time.perf_counter() - bench_started, 1),
     }
-    if repeats > 1:
-        print(
-            f"median wall: ours {ours['wall_s']:.3f} s, stock {stock['wall_s']:.3f} s",
-            flush=True,
-        )
-    print(
+
+
+def _print_results(summary: dict[str, Any]) -> None:
+    """The human-readable verdict lines after the runs."""
+    ours, stock = summary["ours"], summary["stock"]
+    if summary["repeats"] > 1:
+        say(f"median wall: ours {ours['wall_s']:.3f} s, stock {stock['wall_s']:.3f} s")
+    say(
         f"speedup (stock/ours wall): {summary['speedup']}x, "
-        f"peak RSS ratio (stock/ours): {summary['rss_ratio']}x",
-        flush=True,
+        f"peak RSS ratio (stock/ours): {summary['rss_ratio']}x"
     )
-    print(
-        f"online values equal on {summary['online_sample_size']} customers: {equal}; "
-        f"match the lake: {match_lake}",
-        flush=True,
+    say(
+        f"online values equal on {summary['online_sample_size']} customers: "
+        f"{summary['online_values_equal']}; match the lake: {summary['online_values_match_lake']}"
     )
-    print(f"bench wall time: {summary['bench_wall_s']} s", flush=True)
+    say(f"bench wall time: {summary['bench_wall_s']} s")
+
+
+def run(customers: int, history_days: int, state_root: Path, repeats: int = 1) -> dict[str, Any]:
+    """Generate (or reuse) the lake, measure both paths, and return the summary."""
+    bench_started = time.perf_counter()
+    key_dir = state_root / "bench" / "materialize" / f"c{customers}-h{history_days}"
+    roots = {path: key_dir / path for path in PATHS}
+    key_dir.mkdir(parents=True, exist_ok=True)
+    envs = {path: embedded_env(root, customers, history_days + 1) for path, root in roots.items()}
+    with tempfile.TemporaryDirectory(prefix="bench-materialize-") as tmp:
+        workdir = Path(tmp)
+        say(f"lake: {customers} customers x {history_days + 1} days under {key_dir}")
+        generated = _generate(envs["ours"], workdir, roots)
+        runs = _measure_paths(envs, roots, workdir, repeats, int(generated["window_rows"]))
+    summary = _summary(customers, history_days, generated, runs, repeats)
+    targets = _targets(summary)
+    summary["targets"] = targets_json(
+        targets,
+        {
+            "speedup_vs_stock_min": SPEEDUP_VS_STOCK_MIN,
+            "speedup_vs_stock_met": targets[0].met,
+        },
+    )
+    summary["bench_wall_s"] = round(time.perf_counter() - bench_started, 1)
+    _print_results(summary)
+    print_targets(targets)
     return summary
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    """The command line: the public options and the hidden ones of a child role."""
     parser = argparse.ArgumentParser(
         prog="python -m bench.materialize",
         description="Materialize one day: pipelines.features.materialize_window vs stock Feast.",
@@ -399,11 +448,15 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="fresh runs per path, interleaved; wall_s is the median, peak_rss_mb the max",
     )
-    parser.add_argument("--role", choices=("generate", *PATHS), help=argparse.SUPPRESS)
-    parser.add_argument("--result-file", type=Path, help=argparse.SUPPRESS)
+    add_role_arguments(parser, ("generate", *PATHS))
     parser.add_argument("--sample-file", type=Path, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the bench (or, with --role, one child of it)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
     if args.role is not None:
         if args.result_file is None or args.sample_file is None:
             parser.error("--role needs --result-file and --sample-file")

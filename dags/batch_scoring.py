@@ -78,7 +78,9 @@ def batch_scoring() -> None:
 
     @task
     def shards(scoring: dict[str, Any]) -> list[dict[str, int]]:
-        return scoring["shards"]
+        from pipelines.jobs import batch_scoring as jobs
+
+        return jobs.shards(scoring)
 
     @task(map_index_template="{{ task.op_kwargs['shard']['index'] }}")
     def score_shard(scoring: dict[str, Any], shard: dict[str, int]) -> dict[str, Any]:
@@ -93,11 +95,7 @@ def batch_scoring() -> None:
         from pipelines.jobs import batch_scoring as jobs
 
         published = jobs.publish_predictions(scoring)
-        outlet_events[PREDICTIONS].extra = {
-            "date": published["date"],
-            "model_version": published["model_version"],
-            "rows": published["rows"],
-        }
+        outlet_events[PREDICTIONS].extra = jobs.predictions_event(published)
         return published
 
     @task

@@ -88,17 +88,20 @@ def drift_monitor() -> None:
 
     @task(outlets=[RETRAIN_REQUEST])
     def request_retraining(request: dict[str, Any], outlet_events: Any = None) -> dict[str, Any]:
+        """Emits the request; gives the conf of the `training` run it starts."""
+        from pipelines.jobs import drift_monitor as jobs
+
         outlet_events[RETRAIN_REQUEST].extra = request
-        return request
+        return jobs.training_conf(request)
 
     # A partitioned event cannot trigger the (unpartitioned) weekly `training` DAG, so the
     # request starts its run directly; one run id per night, so a re-run starts no second.
-    request = request_retraining(needs_retraining(check()))
+    training_conf = request_retraining(needs_retraining(check()))
     TriggerDagRunOperator(
         task_id="start_training",
         trigger_dag_id="training",
         trigger_run_id=contracts.RETRAIN_RUN_PREFIX + "{{ partition_key }}",
-        conf={"reason": request["reason"]},
+        conf=training_conf,
         logical_date=None,
         skip_when_already_exists=True,
     )

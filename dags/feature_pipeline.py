@@ -136,7 +136,7 @@ def feature_pipeline() -> None:
         from pipelines.jobs import feature_pipeline as jobs
 
         result = jobs.materialize(partition_key)
-        outlet_events[FEATURES].extra = {"date": partition_key, "rows": result["entities_written"]}
+        outlet_events[FEATURES].extra = jobs.features_event(partition_key, result)
         return result
 
     check_landed >> validate() >> publish() >> materialize()

@@ -140,37 +140,33 @@ def training() -> None:
         # (Airflow keeps them) and a window ending before it starts are refused here, before
         # any work, with a permanent error. Later tasks take the checked request.
         request = training_request.check({**(dag_run.conf or {}), **(params or {})})
-        return jobs.build_training_set(
-            dag_run.run_after, request.training_start, request.training_end
-        ) | {"request": request.to_conf()}
+        return jobs.build_training_set(dag_run.run_after, request.to_conf())
 
     @task
     def train(training_set: dict[str, Any], run_id: str | None = None) -> dict[str, Any]:
         from pipelines.jobs import training as jobs
 
-        request = training_set["request"]
-        tags = {"reason": request["reason"], "airflow.run_id": run_id}
-        return jobs.train_model(training_set["path"], request["hyperparameters"], tags)
+        return jobs.train_model(training_set, {"airflow.run_id": run_id or ""})
 
     @task
     def evaluate(training_set: dict[str, Any], candidate: dict[str, Any]) -> dict[str, Any]:
         from pipelines.jobs import training as jobs
 
-        return jobs.evaluate_candidate(
-            training_set["path"], candidate["version"], training_set["request"]["gate_overrides"]
-        )
+        return jobs.evaluate_candidate(training_set, candidate)
 
     @task
     def infra_check(training_set: dict[str, Any], candidate: dict[str, Any]) -> dict[str, Any]:
         from pipelines.jobs import training as jobs
 
-        return jobs.check_infra(training_set["path"], candidate["version"])
+        return jobs.check_infra(training_set, candidate)
 
     @task.branch
     def decide(gate: dict[str, Any], infra: dict[str, Any]) -> str | list[str]:
         from pipelines.jobs import training as jobs
 
-        return jobs.promotion_route(gate, infra)
+        if not jobs.promotable(gate, infra):
+            return "reject"
+        return ["approve", "promote"] if jobs.approval_required() else "promote"
 
     approve = ApprovalOperator(
         task_id="approve",
@@ -190,17 +186,8 @@ def training() -> None:
     ) -> list[dict[str, Any]]:
         from pipelines.jobs import training as jobs
 
-        moves = jobs.promote_candidate(
-            candidate["version"],
-            gate["champion_version"],
-            training_set["request"]["reason"],
-            "airflow",
-            run_id,
-        )
-        outlet_events[MODEL_PROMOTED].extra = {
-            "version": candidate["version"],
-            "previous": gate["champion_version"],
-        }
+        moves = jobs.promote_candidate(candidate, gate, training_set, "airflow", run_id)
+        outlet_events[MODEL_PROMOTED].extra = jobs.promotion_event(candidate, gate)
         return moves
 
     @task
@@ -212,9 +199,7 @@ def training() -> None:
     ) -> dict[str, Any]:
         from pipelines.jobs import training as jobs
 
-        return jobs.reject_candidate(
-            candidate["version"], jobs.rejection_reason(gate, infra), "airflow", run_id
-        )
+        return jobs.reject_candidate(candidate, gate, infra, "airflow", run_id)
 
     training_set = build_training_set()
     candidate = train(training_set)

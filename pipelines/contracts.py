@@ -15,9 +15,9 @@ import math
 import os
 import re
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, Self, cast
 
 from pipelines import errors
 
@@ -477,3 +477,224 @@ def validate_training_request(
         gate_overrides=check_gate_overrides(values["gate_overrides"], gated_metrics),
         reason=check_reason(values["reason"]),
     )
+
+
+# Task payloads --------------------------------------------------------------------------------
+
+# What one task hands the next through XCom: frozen dataclasses of JSON values. Jobs take and
+# return them as XCom values (`to_xcom`, `from_xcom`: the one place they are serialized), so a
+# DAG file passes them on whole and reads them only through these classes.
+
+
+class Payload:
+    """A task payload: crosses XCom as a dict of JSON values."""
+
+    def to_xcom(self) -> dict[str, Any]:
+        """The payload as an XCom value."""
+        return asdict(cast(Any, self))
+
+    @classmethod
+    def from_xcom(cls, value: Mapping[str, Any]) -> Self:
+        """The payload an XCom value carries."""
+        return cls(**value)
+
+
+@dataclass(frozen=True)
+class ValidationOutcome(Payload):
+    """What the validation gate decided for one night's partition."""
+
+    day: str
+    rows: int
+    staged_path: str
+    extra_columns: list[str]
+    data_docs: str
+
+
+@dataclass(frozen=True)
+class MaterializationResult(Payload):
+    """What one materialization wrote into the online store."""
+
+    feature_view: str
+    start: str
+    end: str
+    partitions: list[str]
+    rows_read: int
+    entities_written: int
+
+    def features_event(self, night: str) -> dict[str, Any]:
+        """The `features` asset event's extra for the night."""
+        return {"date": night, "rows": self.entities_written}
+
+
+@dataclass(frozen=True)
+class ScoringPlan(Payload):
+    """What one night's scoring uses, fixed once at the start: every shard scores with it."""
+
+    day: str
+    as_of: str
+    model_name: str
+    model_version: str
+    model_run_id: str
+    model_uri: str
+    scoring_run_id: str
+    feature_ttl_seconds: float
+    partitions: list[str]
+    shards: list[dict[str, int]]  # {"index", "first", "last"}: a range of entity ids
+
+
+@dataclass(frozen=True)
+class ScoredShard(Payload):
+    """One scored shard, staged."""
+
+    index: int
+    rows: int
+    path: str
+
+
+@dataclass(frozen=True)
+class PublishedPredictions(Payload):
+    """A night's published predictions partition."""
+
+    path: str
+    date: str
+    model_version: str
+    rows: int
+
+    def predictions_event(self) -> dict[str, Any]:
+        """The `predictions` asset event's extra."""
+        return {"date": self.date, "model_version": self.model_version, "rows": self.rows}
+
+
+@dataclass(frozen=True)
+class TrainingSet(Payload):
+    """A saved point-in-time training set and the checked request it was built for."""
+
+    path: str
+    rows: int
+    label_share: float
+    start: str
+    end: str
+    request: TrainingRequest
+
+    @classmethod
+    def from_xcom(cls, value: Mapping[str, Any]) -> Self:
+        return cls(**{**value, "request": TrainingRequest(**value["request"])})
+
+
+@dataclass(frozen=True)
+class TrainedModel(Payload):
+    """A registered candidate."""
+
+    run_id: str
+    model_name: str
+    version: str
+    model_uri: str
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class GateDecision(Payload):
+    """The evaluation gate's verdict and every number behind it."""
+
+    passed: bool
+    reasons: list[str]
+    candidate_version: str
+    champion_version: str | None
+    candidate_metrics: dict[str, float]
+    champion_metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InfraCheck(Payload):
+    """Whether a registered model loads and scores in a fresh process."""
+
+    passed: bool
+    rows: int
+    model_megabytes: float
+    detail: str
+
+
+def promotion_event(candidate: TrainedModel, gate: GateDecision) -> dict[str, Any]:
+    """The `model_promoted` asset event's extra."""
+    return {"version": candidate.version, "previous": gate.champion_version}
+
+
+@dataclass(frozen=True)
+class AliasMove(Payload):
+    """One entry of the registry's audit trail."""
+
+    when: str
+    action: str
+    alias: str
+    from_version: str | None
+    to_version: str | None
+    reason: str
+    actor: str
+    source: str
+    state: str = "done"
+
+
+@dataclass(frozen=True)
+class RollbackTarget(Payload):
+    """A rollback decided once: `version` becomes champion in place of `replaces`."""
+
+    version: str
+    replaces: str | None
+
+
+Level = str  # "ok" | "warning" | "alert" | "too_few_rows"
+
+
+@dataclass(frozen=True)
+class FeatureDrift(Payload):
+    """Drift of one feature against the reference profile."""
+
+    feature: str
+    kind: str
+    score: float  # numeric: PSI; categorical: Jensen-Shannon distance
+    distance: float  # numeric: binned KS statistic; categorical: Jensen-Shannon distance
+    wasserstein: float | None  # numeric: W1 in reference standard deviations; else None
+    unseen_share: float
+    level: Level
+
+
+@dataclass(frozen=True)
+class DriftReport(Payload):
+    """One night's drift check; where its report page and MLflow run are, once written."""
+
+    day: str
+    model_version: str
+    rows: int
+    features: list[FeatureDrift]
+    prediction_psi: float
+    prediction_level: Level
+    performance: dict[str, float] | None
+    performance_level: Level
+    alarm: bool
+    reasons: list[str]
+    report_html: str = ""
+    mlflow_run_id: str = ""
+
+    @property
+    def drifted(self) -> list[FeatureDrift]:
+        return [f for f in self.features if f.level == "alert"]
+
+    @classmethod
+    def from_xcom(cls, value: Mapping[str, Any]) -> Self:
+        features = [FeatureDrift.from_xcom(item) for item in value["features"]]
+        return cls(**{**value, "features": features})
+
+
+@dataclass(frozen=True)
+class RetrainRequest(Payload):
+    """A drift alarm's request for retraining: the `retrain_request` event's extra."""
+
+    reason: str
+    date: str
+    drifted_features: dict[str, dict[str, float | None]]
+    prediction_psi: float
+    model_version: str
+
+    def training_conf(self) -> dict[str, Any]:
+        """The conf of the `training` run it starts."""
+        return {"reason": self.reason}

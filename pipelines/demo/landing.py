@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import date
-from typing import TYPE_CHECKING
 
 from pipelines import contracts
 from pipelines.settings import load_settings
-
-if TYPE_CHECKING:
-    pass
-
-log = logging.getLogger(__name__)
 
 
 def generate(

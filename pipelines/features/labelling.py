@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import date
 from typing import Any
 
@@ -14,8 +13,6 @@ from pipelines.errors import ConfigurationError
 from pipelines.io import lake
 from pipelines.io.feast_store import feature_store
 from pipelines.settings import Settings
-
-log = logging.getLogger(__name__)
 
 
 def label_days(settings: Settings, as_of: date, window_days: int) -> list[date]:

@@ -1,9 +1,16 @@
-"""Materialization of a window of validated partitions into the Feast online store."""
+"""Materialization of a window of validated partitions into the Feast online store.
+
+Stock `FeatureStore.materialize` reads the whole file source to pick the latest
+row per entity in a window, so one day costs as much as the whole history.
+`materialize_window` keeps its semantics (rows with start <= ts <= end, the
+latest per entity, written through Feast's own online-write path) but reads
+only the partitions that can hold such rows: the validation gate guarantees
+every timestamp of partition ``date=D`` lies inside day D.
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -12,23 +19,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines import faults
+from pipelines.contracts import MaterializationResult
 from pipelines.features.point_in_time import latest_per_entity, partition_files, window_rows
 from pipelines.io.feast_store import feature_store
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class MaterializationResult:
-    """What one materialization wrote (JSON-friendly, for XCom and Asset extras)."""
-
-    feature_view: str
-    start: str
-    end: str
-    partitions: list[str]
-    rows_read: int
-    entities_written: int
 
 
 def materialization_window(

@@ -1,16 +1,12 @@
-"""Feast store handle, repository apply, and windowed materialization.
+"""The point-in-time reader: each entity's latest row within a window of partitions.
 
-Stock `FeatureStore.materialize` reads the whole file source to pick the latest
-row per entity in a window, so one day costs as much as the whole history.
-`materialize_window` keeps its semantics (rows with start <= ts <= end, the
-latest per entity, written through Feast's own online-write path) but reads
-only the partitions that can hold such rows: the validation gate guarantees
-every timestamp of partition ``date=D`` lies inside day D.
+What Feast's offline store computes for a window (rows with start <= ts <= end, the
+latest per entity), read from the parquet files alone: row-group statistics skip what
+cannot win, and only the winners' row groups are decoded in full.
 """
 
 from __future__ import annotations
 
-import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,8 +20,6 @@ import pyarrow.parquet as pq
 
 from pipelines.io import lake
 from pipelines.settings import Settings
-
-log = logging.getLogger(__name__)
 
 
 def partition_files(settings: Settings, start: datetime, end: datetime) -> list[Path]:

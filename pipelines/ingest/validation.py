@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines import contracts, faults
+from pipelines.contracts import ValidationOutcome
 from pipelines.errors import (
     ConfigurationError,
     ContractViolationError,
@@ -61,17 +62,6 @@ class FailedExpectation:
     def __str__(self) -> str:
         where = f" on column '{self.column}'" if self.column else ""
         return f"{self.expectation}{where}: {self.detail}"
-
-
-@dataclass(frozen=True)
-class ValidationOutcome:
-    """What the gate decided for one partition (JSON-friendly, for XCom)."""
-
-    day: str
-    rows: int
-    staged_path: str
-    extra_columns: list[str]
-    data_docs: str
 
 
 def raw_files(settings: Settings, day: date) -> list[Path]:

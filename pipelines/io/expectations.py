@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from pipelines.settings import Settings
-
-log = logging.getLogger(__name__)
 
 
 def gx_context(settings: Settings) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +9,6 @@ import yaml
 
 from pipelines.io import lake
 from pipelines.settings import Settings
-
-log = logging.getLogger(__name__)
 
 
 def repo_config_dict(settings: Settings) -> dict[str, Any]:

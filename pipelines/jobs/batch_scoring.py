@@ -1,49 +1,58 @@
-"""Entry points of the `batch_scoring` DAG's tasks."""
+"""Entry points of the `batch_scoring` DAG's tasks: payloads in and out as XCom values."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from collections.abc import Mapping
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pipelines import contracts
 from pipelines.settings import load_settings
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
 
 def plan_scoring(night: str | date | None) -> dict[str, Any]:
-    """Fix the champion version and the shards of a night's scoring."""
+    """Fix the champion version and the shards of a night's scoring (a `ScoringPlan`)."""
     from pipelines.scoring import sharding
 
-    return asdict(sharding.plan(load_settings(), contracts.as_night(night)))
+    return sharding.plan(load_settings(), contracts.as_night(night)).to_xcom()
 
 
-def score_shard(scoring: dict[str, Any], shard: dict[str, int]) -> dict[str, Any]:
-    """Score one shard of a night with the planned model version."""
-    from pipelines.scoring import publishing, sharding
-
-    return publishing.score_shard(load_settings(), sharding.ScoringPlan(**scoring), shard)
+def shards(scoring: Mapping[str, Any]) -> list[dict[str, int]]:
+    """The shards a plan maps `score_shard` over."""
+    return contracts.ScoringPlan.from_xcom(scoring).shards
 
 
-def publish_predictions(scoring: dict[str, Any]) -> dict[str, Any]:
+def score_shard(scoring: Mapping[str, Any], shard: dict[str, int]) -> dict[str, Any]:
+    """Score one shard of a night with the planned model version (a `ScoredShard`)."""
+    from pipelines.scoring import publishing
+
+    plan = contracts.ScoringPlan.from_xcom(scoring)
+    return publishing.score_shard(load_settings(), plan, shard).to_xcom()
+
+
+def publish_predictions(scoring: Mapping[str, Any]) -> dict[str, Any]:
     """Publish a night's scored shards as one partition, atomically (again: a no-op)."""
-    from pipelines.scoring import publishing, sharding
+    from pipelines.scoring import publishing
 
-    return publishing.publish(load_settings(), sharding.ScoringPlan(**scoring))
+    plan = contracts.ScoringPlan.from_xcom(scoring)
+    return publishing.publish(load_settings(), plan).to_xcom()
 
 
-def shadow_score(scoring: dict[str, Any]) -> dict[str, Any]:
+def predictions_event(published: Mapping[str, Any]) -> dict[str, Any]:
+    """The `predictions` asset event's extra for a published night."""
+    return contracts.PublishedPredictions.from_xcom(published).predictions_event()
+
+
+def shadow_score(scoring: Mapping[str, Any]) -> dict[str, Any]:
     """Shadow-score the challenger; a failure is reported, never raised."""
-    from pipelines.scoring import shadowing, sharding
+    from pipelines.scoring import shadowing
 
-    settings = load_settings()
+    plan = contracts.ScoringPlan.from_xcom(scoring)
     try:
-        return shadowing.shadow_score(settings, sharding.ScoringPlan(**scoring))
+        return shadowing.shadow_score(load_settings(), plan)
     except Exception as error:  # the champion's predictions are already out
-        log.warning("shadow scoring of %s failed: %s", scoring["day"], error)
+        log.warning("shadow scoring of %s failed: %s", plan.day, error)
         return {"status": "failed", "error": f"{type(error).__name__}: {error}"}

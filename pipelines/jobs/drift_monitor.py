@@ -1,24 +1,22 @@
-"""Entry points of the `drift_monitor` DAG's tasks."""
+"""Entry points of the `drift_monitor` DAG's tasks: payloads in and out as XCom values."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from dataclasses import asdict
-from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from datetime import UTC, date, datetime
+from typing import Any
 
 from pipelines import contracts
 from pipelines.settings import load_settings
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
 
 def check_drift(night: str | date | None) -> dict[str, Any]:
-    """Check a scored night for drift; write its reports and log its metrics."""
+    """Check a scored night for drift; write its reports and log its metrics (a
+    `DriftReport`)."""
     from pipelines.monitoring import nightly, reporting
 
     settings = load_settings()
@@ -26,63 +24,35 @@ def check_drift(night: str | date | None) -> dict[str, Any]:
     page = reporting.write_report(settings, report)
     run_id = reporting.log_to_mlflow(settings, report)
     log.info("drift report of %s: %s", report.day, page)
-    return asdict(report) | {"report_html": str(page), "mlflow_run_id": run_id}
+    return replace(report, report_html=str(page), mlflow_run_id=run_id).to_xcom()
 
 
-def _cooling_down(
-    day: date, earlier_requests: Iterable[Any], cooldown: timedelta, now: datetime
-) -> list[str]:
-    """Earlier requests (asset events: `extra["date"]`, `timestamp`) within the cooldown of
-    this night, on either side, or made within the cooldown of now."""
-    near = []
-    for event in earlier_requests:
-        night = (event.extra or {}).get("date")
-        if night and abs(day - contracts.as_night(str(night))) < cooldown:
-            near.append(f"for {night}")
-        elif now - event.timestamp < cooldown:
-            near.append(f"at {event.timestamp:%Y-%m-%d %H:%M}")
-    return near
+def _requested(event: Any) -> tuple[str | None, datetime]:
+    """The night an earlier `retrain_request` event was for, and when it was made."""
+    night = (event.extra or {}).get("date")
+    return (str(night) if night else None), event.timestamp
 
 
 def retrain_request(
-    report: dict[str, Any],
+    report: Mapping[str, Any],
     earlier_requests: Iterable[Any],
     active_training_runs: int,
     now: datetime | None = None,
 ) -> dict[str, Any] | None:
-    """The `retrain_request` event's extra, or None (no alarm, cooling down, or training).
+    """The `retrain_request` event's extra (a `RetrainRequest`), or None: no alarm, cooling
+    down, or training. `earlier_requests` are the asset's earlier events."""
+    from pipelines.monitoring import retraining
 
-    At most one request per cooldown, judged on the nights of earlier requests (on both
-    sides: nights scored out of order request no more than nights in order) and on when
-    they were made (a backfill of many drifted nights requests once).
-    """
-    if not report["alarm"]:
-        return None
-    day = contracts.as_night(report["day"])
-    cooldown = load_settings().drift.retrain_cooldown
-    if active_training_runs:
-        log.info("drift alarm on %s: a training run is already active", day)
-        return None
-    near = _cooling_down(day, earlier_requests, cooldown, now or datetime.now(UTC))
-    if near:
-        log.info("drift alarm on %s: retraining requested %s, within %s", day, near, cooldown)
-        return None
-    # Per feature: PSI (numeric) or Jensen-Shannon (categorical), and the normed Wasserstein.
-    drifted = {
-        f["feature"]: {
-            "score": round(f["score"], 4),
-            "wasserstein": None if f["wasserstein"] is None else round(f["wasserstein"], 4),
-        }
-        for f in report["features"]
-        if f["level"] == "alert"
-    }
-    reason = f"drift on {day.isoformat()}: {'; '.join(report['reasons'])}"
-    if len(reason) > contracts.MAX_REASON_CHARS:
-        reason = reason[: contracts.MAX_REASON_CHARS - 1] + "…"
-    return {
-        "reason": reason,
-        "date": day.isoformat(),
-        "drifted_features": drifted,
-        "prediction_psi": round(report["prediction_psi"], 4),
-        "model_version": report["model_version"],
-    }
+    request = retraining.retrain_request(
+        contracts.DriftReport.from_xcom(report),
+        [_requested(event) for event in earlier_requests],
+        active_training_runs,
+        load_settings().drift.retrain_cooldown,
+        now or datetime.now(UTC),
+    )
+    return None if request is None else request.to_xcom()
+
+
+def training_conf(request: Mapping[str, Any]) -> dict[str, Any]:
+    """The conf of the `training` run a retrain request starts."""
+    return contracts.RetrainRequest.from_xcom(request).training_conf()

@@ -1,19 +1,13 @@
-"""Entry points of the `feature_pipeline` DAG's tasks."""
+"""Entry points of the `feature_pipeline` DAG's tasks: payloads in and out as XCom values."""
 
 from __future__ import annotations
 
-import logging
-from dataclasses import asdict
+from collections.abc import Mapping
 from datetime import date, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pipelines import contracts
 from pipelines.settings import load_settings
-
-if TYPE_CHECKING:
-    pass
-
-log = logging.getLogger(__name__)
 
 
 def raw_partition_in_lake(night: str | date | None) -> str:
@@ -52,21 +46,21 @@ def landing_alert(night: str | None, error: BaseException | None) -> str | None:
     return message
 
 
-def validate_partition(night: str | date) -> dict[str, Any]:
+def validate_partition(night: str | date | None) -> dict[str, Any]:
     """Run the validation gate on a night's raw partition (quarantines it on failure)."""
     from pipelines.ingest import validation
 
-    return asdict(validation.validate_partition(load_settings(), contracts.as_night(night)))
+    return validation.validate_partition(load_settings(), contracts.as_night(night)).to_xcom()
 
 
-def publish_partition(night: str | date) -> str:
+def publish_partition(night: str | date | None) -> str:
     """Publish a night's staged partition into the validated zone (again: a no-op)."""
     from pipelines.ingest import publish
 
     return str(publish.publish_partition(load_settings(), contracts.as_night(night)))
 
 
-def materialize(night: str | date) -> dict[str, Any]:
+def materialize(night: str | date | None) -> dict[str, Any]:
     """Apply the Feast repo, then materialize the night's window into the online store."""
     from pipelines.features import materialization
     from pipelines.ingest import validation
@@ -78,4 +72,10 @@ def materialize(night: str | date) -> dict[str, Any]:
     start, end = materialization.materialization_window(
         settings, *contracts.night_interval(contracts.as_night(night))
     )
-    return asdict(materialization.materialize_window(settings, start, end, store))
+    return materialization.materialize_window(settings, start, end, store).to_xcom()
+
+
+def features_event(night: str | None, materialized: Mapping[str, Any]) -> dict[str, Any]:
+    """The `features` asset event's extra for a materialized night."""
+    result = contracts.MaterializationResult.from_xcom(materialized)
+    return result.features_event(contracts.as_night(night).isoformat())

@@ -1,42 +1,32 @@
-"""Entry points with plain, JSON-friendly arguments: what DAG tasks and the CLI call.
+"""Entry points of the `training` DAG's tasks: payloads in and out as XCom values.
 
-Each job loads the settings from the environment, runs one stage, and returns
-a small dict or string that fits in an XCom. A nightly job takes the night as the
-run's partition key (``YYYY-MM-DD``; the CLI passes a date).
-
-Stage modules are imported inside each job: every Airflow task is a fresh process,
-and a landing check should not pay for importing Feast, Great Expectations and
-XGBoost (several seconds) that only other tasks use.
+Every Airflow task is a fresh process: stage modules are imported inside each job, so a
+task does not pay for importing what only other tasks use.
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import asdict
+from collections.abc import Mapping
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines import contracts
+from pipelines.contracts import GateDecision, InfraCheck, TrainedModel, TrainingSet
 from pipelines.errors import ConfigurationError
 from pipelines.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     import pandas as pd
 
-log = logging.getLogger(__name__)
-
 
 def _training_set_path(settings: Settings, as_of: date, digest: str) -> Path:
     return settings.state_root / "training_sets" / f"as_of={as_of.isoformat()}-{digest}.parquet"
 
 
-def build_training_set(
-    as_of: str | date | datetime,
-    prediction_start: str | None = None,
-    prediction_end: str | None = None,
-) -> dict[str, Any]:
-    """Labels known on `as_of` joined point-in-time with the feature service, validated, saved."""
+def build_training_set(as_of: str | date | datetime, request: Mapping[str, Any]) -> dict[str, Any]:
+    """Labels known on `as_of` joined point-in-time with the feature service, validated, saved
+    (a `TrainingSet`, carrying the checked request on to the later tasks)."""
     import pyarrow as pa
 
     from pipelines.features import labelling
@@ -45,8 +35,9 @@ def build_training_set(
     from pipelines.training import registration
 
     settings = load_settings()
-    start = contracts.as_night(prediction_start) if prediction_start else None
-    end = contracts.as_night(prediction_end) if prediction_end else None
+    checked = contracts.TrainingRequest(**request)
+    start = contracts.as_night(checked.training_start) if checked.training_start else None
+    end = contracts.as_night(checked.training_end) if checked.training_end else None
     if start and end and start > end:
         raise ConfigurationError(
             f"training window starts after it ends: {start.isoformat()} > {end.isoformat()}"
@@ -58,40 +49,42 @@ def build_training_set(
     path = _training_set_path(settings, contracts.as_night(as_of), registration.fingerprint(frame))
     lake.write_table_atomic(pa.Table.from_pandas(frame, preserve_index=False), path)
     stamps = frame[settings.dataset.timestamp]
-    return {
-        "path": str(path),
-        "rows": len(frame),
-        "label_share": float(frame[settings.dataset.label].mean()),
-        "start": stamps.min().isoformat(),
-        "end": stamps.max().isoformat(),
-    }
+    return TrainingSet(
+        path=str(path),
+        rows=len(frame),
+        label_share=float(frame[settings.dataset.label].mean()),
+        start=stamps.min().isoformat(),
+        end=stamps.max().isoformat(),
+        request=checked,
+    ).to_xcom()
 
 
 def train_model(
-    training_set_path: str,
-    hyperparameters: dict[str, Any] | None = None,
-    tags: dict[str, str] | None = None,
+    training_set: Mapping[str, Any], tags: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    """Train and register a candidate from a saved training set (first closing, as failed,
-    the runs of training processes that were killed)."""
+    """Train and register a candidate from a saved training set with the request's
+    hyperparameters (a `TrainedModel`), first closing, as failed, the runs of training
+    processes that were killed."""
     import pandas as pd
 
     from pipelines.io import tracking
     from pipelines.training import registration
 
     settings = load_settings()
+    saved = TrainingSet.from_xcom(training_set)
     tracking.close_abandoned_runs(settings, settings.training.model_name)
-    frame = pd.read_parquet(training_set_path)
-    labelled = {**(tags or {}), **tracking.process_tags()}
-    return asdict(registration.train_and_register(settings, frame, hyperparameters, labelled))
+    frame = pd.read_parquet(saved.path)
+    labelled = {"reason": saved.request.reason, **(tags or {}), **tracking.process_tags()}
+    hyperparameters = saved.request.hyperparameters
+    return registration.train_and_register(settings, frame, hyperparameters, labelled).to_xcom()
 
 
-def _holdout(settings: Settings, training_set_path: str) -> pd.DataFrame:
+def _holdout(settings: Settings, training_set: TrainingSet) -> pd.DataFrame:
     import pandas as pd
 
     from pipelines.training import splits
 
-    frame = pd.read_parquet(training_set_path)
+    frame = pd.read_parquet(training_set.path)
     training = settings.training
     return splits.split_by_time(
         frame, settings.dataset.timestamp, training.validation_share, training.holdout_share
@@ -99,62 +92,90 @@ def _holdout(settings: Settings, training_set_path: str) -> pd.DataFrame:
 
 
 def evaluate_candidate(
-    training_set_path: str, version: str, gate_overrides: dict[str, Any] | None = None
+    training_set: Mapping[str, Any], candidate: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Gate the candidate against the champion on the training set's holdout days."""
+    """Gate the candidate against the champion on the training set's holdout days, with the
+    request's gate overrides (a `GateDecision`)."""
     from pipelines.registry import evaluation
 
     settings = load_settings()
-    holdout = _holdout(settings, training_set_path)
-    return asdict(evaluation.evaluate(settings, version, holdout, gate_overrides))
+    saved = TrainingSet.from_xcom(training_set)
+    version = TrainedModel.from_xcom(candidate).version
+    holdout = _holdout(settings, saved)
+    overrides = saved.request.gate_overrides
+    return evaluation.evaluate(settings, version, holdout, overrides).to_xcom()
 
 
-def check_infra(training_set_path: str, version: str) -> dict[str, Any]:
-    """Load the candidate from the registry in a fresh process and score holdout rows."""
+def check_infra(training_set: Mapping[str, Any], candidate: Mapping[str, Any]) -> dict[str, Any]:
+    """Load the candidate from the registry in a fresh process and score holdout rows (an
+    `InfraCheck`)."""
     from pipelines.registry import infracheck
 
     settings = load_settings()
-    sample = _holdout(settings, training_set_path).head(settings.gate.infra_check_rows)
-    return asdict(infracheck.infra_check(settings, version, sample, settings.state_root / "infra"))
+    version = TrainedModel.from_xcom(candidate).version
+    holdout = _holdout(settings, TrainingSet.from_xcom(training_set))
+    sample = holdout.head(settings.gate.infra_check_rows)
+    workdir = settings.state_root / "infra"
+    return infracheck.infra_check(settings, version, sample, workdir).to_xcom()
+
+
+def promotable(gate: Mapping[str, Any], infra: Mapping[str, Any]) -> bool:
+    """Whether the candidate passed both the gate and the infra check."""
+    return GateDecision.from_xcom(gate).passed and InfraCheck.from_xcom(infra).passed
+
+
+def approval_required() -> bool:
+    """Whether a person approves a promotion (`MLOPS_GATE__REQUIRE_APPROVAL`)."""
+    return load_settings().gate.require_approval
 
 
 def promote_candidate(
-    version: str, expected_champion: str | None, reason: str, actor: str, source: str = ""
+    candidate: Mapping[str, Any],
+    gate: Mapping[str, Any],
+    training_set: Mapping[str, Any],
+    actor: str,
+    source: str | None = "",
 ) -> list[dict[str, Any]]:
-    """Move `champion` to the candidate (the old one becomes `previous_champion`)."""
+    """Move `champion` to the candidate, if the champion is still the one the gate judged
+    against (the old one becomes `previous_champion`); the audit trail's entries."""
     from pipelines.registry import alias_moves
 
-    moves = alias_moves.promote(load_settings(), version, expected_champion, reason, actor, source)
-    return [asdict(move) for move in moves]
+    version = TrainedModel.from_xcom(candidate).version
+    expected = GateDecision.from_xcom(gate).champion_version
+    reason = TrainingSet.from_xcom(training_set).request.reason
+    settings = load_settings()
+    moves = alias_moves.promote(settings, version, expected, reason, actor, source or "")
+    return [move.to_xcom() for move in moves]
 
 
-def reject_candidate(version: str, reason: str, actor: str, source: str = "") -> dict[str, Any]:
-    """Keep the champion; label the candidate `challenger` with the reason."""
-    from pipelines.registry import alias_moves
+def promotion_event(candidate: Mapping[str, Any], gate: Mapping[str, Any]) -> dict[str, Any]:
+    """The `model_promoted` asset event's extra."""
+    return contracts.promotion_event(
+        TrainedModel.from_xcom(candidate), GateDecision.from_xcom(gate)
+    )
 
-    return asdict(alias_moves.reject(load_settings(), version, reason, actor, source))
+
+def reject_candidate(
+    candidate: Mapping[str, Any],
+    gate: Mapping[str, Any],
+    infra: Mapping[str, Any],
+    actor: str,
+    source: str | None = "",
+) -> dict[str, Any]:
+    """Keep the champion; label the candidate `challenger` with why (an `AliasMove`)."""
+    from pipelines.registry import alias_moves, evaluation
+
+    version = TrainedModel.from_xcom(candidate).version
+    reason = evaluation.rejection_reason(GateDecision.from_xcom(gate), InfraCheck.from_xcom(infra))
+    settings = load_settings()
+    return alias_moves.reject(settings, version, reason, actor, source or "").to_xcom()
 
 
 def infra_check_here(version: str, sample_path: str) -> dict[str, Any]:
     """The infra check's scoring, in the current (fresh) process."""
     from pipelines.registry import infracheck
 
-    return asdict(infracheck.score_sample_here(load_settings(), version, Path(sample_path)))
-
-
-def promotion_route(gate: dict[str, Any], infra: dict[str, Any]) -> str | list[str]:
-    """Task ids the training DAG follows after the gate and the infra check."""
-    if not (gate["passed"] and infra["passed"]):
-        return "reject"
-    return ["approve", "promote"] if load_settings().gate.require_approval else "promote"
-
-
-def rejection_reason(gate: dict[str, Any], infra: dict[str, Any]) -> str:
-    """Why a candidate was not promoted, in one line."""
-    reasons = [] if gate["passed"] else [f"gate: {'; '.join(gate['reasons'])}"]
-    if not infra["passed"]:
-        reasons.append(f"infra check: {infra['detail']}")
-    return " | ".join(reasons) or "not approved"
+    return infracheck.score_sample_here(load_settings(), version, Path(sample_path)).to_xcom()
 
 
 def train_and_gate(
@@ -179,18 +200,13 @@ def train_and_gate(
             "reason": reason,
         }
     )
-    training_set = build_training_set(as_of, request.training_start, request.training_end)
-    candidate = train_model(
-        training_set["path"], request.hyperparameters, {"reason": request.reason}
-    )
-    gate = evaluate_candidate(training_set["path"], candidate["version"], request.gate_overrides)
-    infra = check_infra(training_set["path"], candidate["version"])
-    if promotion_route(gate, infra) == "reject":
-        outcome: Any = reject_candidate(
-            candidate["version"], rejection_reason(gate, infra), actor, "cli"
-        )
+    training_set = build_training_set(as_of, request.to_conf())
+    candidate = train_model(training_set)
+    gate = evaluate_candidate(training_set, candidate)
+    infra = check_infra(training_set, candidate)
+    outcome: Any
+    if promotable(gate, infra):
+        outcome = promote_candidate(candidate, gate, training_set, actor, "cli")
     else:
-        outcome = promote_candidate(
-            candidate["version"], gate["champion_version"], request.reason, actor, "cli"
-        )
+        outcome = reject_candidate(candidate, gate, infra, actor, "cli")
     return {"candidate": candidate, "gate": gate, "infra_check": infra, "outcome": outcome}

@@ -1,18 +1,18 @@
-"""Reference profile of a model's data, stored with the model at training time.
+"""Drift of today's data against a reference profile, and the night's decision.
 
-The profile is compact (bin edges and counts, a quantile function per numeric
-feature, category frequencies, the prediction histogram on the holdout), so drift
-checks later read only today's data and this JSON, never the training set.
+Per feature: PSI and a binned KS statistic with the normed Wasserstein distance
+(numeric), or the Jensen-Shannon distance and the unseen share (categorical); the
+prediction PSI; levels against the settings' warning and alert thresholds.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from pipelines.contracts import FeatureDrift, Level
 from pipelines.monitoring.profiling import categorical_profile
 from pipelines.settings import Settings
 
@@ -21,42 +21,6 @@ MIN_NORM_STD = 1e-3
 
 
 EPSILON = 1e-4
-
-
-Level = str  # "ok" | "warning" | "alert" | "too_few_rows"
-
-
-@dataclass(frozen=True)
-class FeatureDrift:
-    """Drift of one feature against the reference profile."""
-
-    feature: str
-    kind: str
-    score: float  # numeric: PSI; categorical: Jensen-Shannon distance
-    distance: float  # numeric: binned KS statistic; categorical: Jensen-Shannon distance
-    wasserstein: float | None  # numeric: W1 in reference standard deviations; else None
-    unseen_share: float
-    level: Level
-
-
-@dataclass(frozen=True)
-class DriftReport:
-    """One night's drift check (JSON-friendly)."""
-
-    day: str
-    model_version: str
-    rows: int
-    features: list[FeatureDrift]
-    prediction_psi: float
-    prediction_level: Level
-    performance: dict[str, float] | None
-    performance_level: Level
-    alarm: bool
-    reasons: list[str]
-
-    @property
-    def drifted(self) -> list[FeatureDrift]:
-        return [f for f in self.features if f.level == "alert"]
 
 
 def _shares(counts: np.ndarray) -> np.ndarray:

@@ -68,7 +68,7 @@ def realized_performance(settings: Settings, day: date) -> dict[str, float] | No
     return {**metrics, "rows": float(len(joined)), "predicted_on_ordinal": predicted_on.toordinal()}
 
 
-def check(settings: Settings, day: date) -> drift.DriftReport:
+def check(settings: Settings, day: date) -> contracts.DriftReport:
     """Compare a scored night with the reference profile of the model that scored it."""
     predictions_path = publishing.partition(settings, publishing.PREDICTIONS, day)
     features_path = lake.partition_file(settings.validated_root, settings.dataset.raw_dataset, day)
@@ -102,7 +102,7 @@ def check(settings: Settings, day: date) -> drift.DriftReport:
         )
     drifted = [f for f in features if f.level == "alert"]
     reasons = drift.decide(drifted, prediction_level, performance_level, settings)
-    return drift.DriftReport(
+    return contracts.DriftReport(
         day=day.isoformat(),
         model_version=version,
         rows=len(frame),

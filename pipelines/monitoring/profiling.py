@@ -1,4 +1,9 @@
-"""The reference profile: compact per-feature summaries built at training."""
+"""Reference profile of a model's data, stored with the model at training time.
+
+The profile is compact (bin edges and counts, a quantile function per numeric
+feature, category frequencies, the prediction histogram on the holdout), so drift
+checks later read only today's data and this JSON, never the training set.
+"""
 
 from __future__ import annotations
 

@@ -45,7 +45,9 @@ def _chart(reference: np.ndarray, current: np.ndarray, labels: list[str], title:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def _feature_chart(profile: dict[str, Any], frame: pd.DataFrame, item: drift.FeatureDrift) -> str:
+def _feature_chart(
+    profile: dict[str, Any], frame: pd.DataFrame, item: contracts.FeatureDrift
+) -> str:
     reference = profile["features"][item.feature]
     if reference["kind"] == "numeric":
         current = drift.numeric_counts(reference, frame[item.feature].to_numpy(dtype=float))
@@ -65,7 +67,7 @@ def _optional(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def write_report(settings: Settings, report: drift.DriftReport) -> Path:
+def write_report(settings: Settings, report: contracts.DriftReport) -> Path:
     """Write the night's report as JSON and as HTML with one chart per feature."""
     day = date.fromisoformat(report.day)
     target = report_dir(settings, day)
@@ -116,7 +118,7 @@ def write_report(settings: Settings, report: drift.DriftReport) -> Path:
     return target / "report.html"
 
 
-def log_to_mlflow(settings: Settings, report: drift.DriftReport) -> str:
+def log_to_mlflow(settings: Settings, report: contracts.DriftReport) -> str:
     """Log the night's metrics as one step of the model version's drift time series."""
     import mlflow
 

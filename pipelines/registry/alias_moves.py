@@ -1,4 +1,4 @@
-"""Evaluation gate, infra check, alias moves with an audit trail, and rollback.
+"""Promotion, rejection and rollback: alias moves under a lock, journaled first.
 
 The champion is sacred: the `champion` alias moves only after the candidate
 passed the gate (value thresholds, and change thresholds against the current
@@ -14,9 +14,7 @@ lock when the registry is shared across hosts (`Settings.registry_lock_url`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from pipelines.contracts import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
+from pipelines.contracts import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, RollbackTarget
 from pipelines.errors import PromotionError
 from pipelines.io import tracking
 from pipelines.registry.journal import (
@@ -88,14 +86,6 @@ def reject(
         before = alias_version(settings, CHALLENGER)
         move = PlannedMove(CHALLENGER, before, version)
         return _journal(settings, "reject", [move], reason, actor, source)[0]
-
-
-@dataclass(frozen=True)
-class RollbackTarget:
-    """A rollback decided once: `version` becomes champion in place of `replaces`."""
-
-    version: str
-    replaces: str | None
 
 
 def _rollback_moved_by(settings: Settings, run_id: str) -> RollbackTarget | None:

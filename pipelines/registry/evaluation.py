@@ -4,27 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
 
 import pandas as pd
 
-from pipelines.contracts import CHAMPION
+from pipelines.contracts import CHAMPION, GateDecision, InfraCheck
 from pipelines.errors import PromotionError
 from pipelines.io import tracking
 from pipelines.registry.model_versions import alias_version, score
 from pipelines.settings import MetricThreshold, Settings
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    """The gate's verdict and every number behind it (JSON-friendly)."""
-
-    passed: bool
-    reasons: list[str]
-    candidate_version: str
-    champion_version: str | None
-    candidate_metrics: dict[str, float]
-    champion_metrics: dict[str, float] = field(default_factory=dict)
 
 
 def _at_least(value: float, bound: float) -> bool:
@@ -126,3 +113,11 @@ def evaluate(
     for key, value in tags.items():
         client.set_model_version_tag(settings.training.model_name, candidate_version, key, value)
     return decision
+
+
+def rejection_reason(gate: GateDecision, infra: InfraCheck) -> str:
+    """Why a candidate was not promoted, in one line."""
+    reasons = [] if gate.passed else [f"gate: {'; '.join(gate.reasons)}"]
+    if not infra.passed:
+        reasons.append(f"infra check: {infra.detail}")
+    return " | ".join(reasons) or "not approved"

@@ -9,27 +9,17 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from pipelines.contracts import InfraCheck
 from pipelines.io import tracking
 from pipelines.registry.model_versions import score
 from pipelines.settings import Settings
 
 _PR_SET_PDEATHSIG = 1  # prctl(2)
-
-
-@dataclass(frozen=True)
-class InfraCheck:
-    """Whether a registered model loads and scores in a fresh process."""
-
-    passed: bool
-    rows: int
-    model_megabytes: float
-    detail: str
 
 
 def infra_check(

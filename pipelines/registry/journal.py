@@ -8,25 +8,10 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 
 from pipelines import contracts, faults
+from pipelines.contracts import AliasMove
 from pipelines.io import tracking
 from pipelines.registry.model_versions import alias_version
 from pipelines.settings import Settings
-
-
-@dataclass(frozen=True)
-class AliasMove:
-    """One entry of the audit trail."""
-
-    when: str
-    action: str
-    alias: str
-    from_version: str | None
-    to_version: str | None
-    reason: str
-    actor: str
-    source: str
-    state: str = "done"
-
 
 # The audit trail is a journal: one MLflow run per registry change, written before any
 # alias moves (state "intent", the run RUNNING) and closed after the last one ("done").

@@ -9,14 +9,6 @@ from pipelines.errors import PromotionError
 from pipelines.io import tracking
 from pipelines.settings import Settings
 
-CHAMPION = "champion"
-
-
-PREVIOUS_CHAMPION = "previous_champion"
-
-
-CHALLENGER = "challenger"
-
 
 def alias_version(settings: Settings, alias: str) -> str | None:
     """The version an alias points at, or None."""
@@ -30,14 +22,14 @@ def alias_version(settings: Settings, alias: str) -> str | None:
 
 
 def score(settings: Settings, version: str, frame: pd.DataFrame) -> np.ndarray:
-    """Churn probabilities of a registered version (its pyfunc returns both class columns)."""
-    import mlflow
+    """Positive-class probabilities of a registered version for the rows of `frame`."""
+    import pyarrow as pa
 
-    tracking.mlflow_client(settings)
-    model = mlflow.pyfunc.load_model(f"models:/{settings.training.model_name}/{version}")
-    columns = [spec.name for spec in model.metadata.get_input_schema().inputs]
-    output = np.asarray(model.predict(frame[columns]))
-    return output[:, 1] if output.ndim == 2 else output
+    from pipelines.scoring import predictor
+
+    model = predictor.load_version(settings, f"models:/{settings.training.model_name}/{version}")
+    rows = pa.Table.from_pandas(frame[model.inputs], preserve_index=False)
+    return predictor.predict(model, rows)
 
 
 def _require_version(settings: Settings, version: str) -> None:

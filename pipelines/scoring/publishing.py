@@ -1,12 +1,4 @@
-"""Nightly batch scoring: shard planning, scoring one shard, publishing one partition.
-
-Features are read point-in-time through the model's Feast feature service, with
-the semantics of Feast's `get_historical_features` for an entity timestamp T
-(the midnight after the scored day, exactly as training labels are stamped):
-per customer, the latest row with T - ttl <= ts <= T. Like materialization,
-only the partitions inside that window are read, and a shard reads only its
-range of customers (validated files are sorted by entity in small row groups),
-so a shard's memory depends on the shard, not on the customer base.
+"""Scored shards, staged aside, then published as one partition with one atomic rename.
 
 Output is deterministic: the same features and model give byte-identical files.
 """
@@ -26,10 +18,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines import faults
+from pipelines.contracts import PublishedPredictions, ScoredShard, ScoringPlan
 from pipelines.errors import RerunError
 from pipelines.io import lake
-from pipelines.scoring.predictor import load_model, model_features, predict
-from pipelines.scoring.sharding import ScoringPlan, shard_features
+from pipelines.scoring.predictor import load_model, predict
+from pipelines.scoring.sharding import shard_features
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -149,20 +142,22 @@ def _read_shard(path: Path) -> pa.Table:
 
 def score_shard(
     settings: Settings, scoring: ScoringPlan, shard: dict[str, int], dataset: str = PREDICTIONS
-) -> dict[str, Any]:
+) -> ScoredShard:
     """Score one shard with the planned version; write it aside for `publish`."""
     model = load_model(settings, scoring)
-    columns = model_features(model)
+    columns = model.inputs
     rows = shard_features(settings, scoring, shard["first"], shard["last"], columns)
     scores = predict(model, rows.select(columns))
     table = staged_table(settings, rows, scores)
     target = _shard_file(settings, dataset, scoring, shard["index"])
     _write_shard(table, target)
     faults.crash_here(settings, "scoring.shard_written")
-    return {"index": shard["index"], "rows": table.num_rows, "path": str(target)}
+    return ScoredShard(index=shard["index"], rows=table.num_rows, path=str(target))
 
 
-def publish(settings: Settings, scoring: ScoringPlan, dataset: str = PREDICTIONS) -> dict[str, Any]:
+def publish(
+    settings: Settings, scoring: ScoringPlan, dataset: str = PREDICTIONS
+) -> PublishedPredictions:
     """Join the shard files into one partition file and rename it into place.
 
     Shards are streamed one at a time, so publishing needs no more memory than
@@ -191,29 +186,21 @@ def publish(settings: Settings, scoring: ScoringPlan, dataset: str = PREDICTIONS
     os.replace(joined, target)
     faults.crash_here(settings, "scoring.renamed")
     shutil.rmtree(staging, ignore_errors=True)
-    return {
-        "path": str(target),
-        "date": scoring.day,
-        "model_version": scoring.model_version,
-        "rows": rows,
-    }
+    return PublishedPredictions(str(target), scoring.day, scoring.model_version, rows)
 
 
 def _published_already(
     scoring: ScoringPlan, target: Path, staging: Path, missing: list[str]
-) -> dict[str, Any]:
+) -> PublishedPredictions:
     """What `publish` gives when it runs again after it succeeded (its shards are gone)."""
     if target.exists():
         published = pq.read_table(target, columns=["scoring_run_id"])
         if published.num_rows and published.column(0)[0].as_py() == scoring.scoring_run_id:
             log.info("%s is already published by this plan: nothing to do", target)
             shutil.rmtree(staging, ignore_errors=True)  # shards a crashed re-run left
-            return {
-                "path": str(target),
-                "date": scoring.day,
-                "model_version": scoring.model_version,
-                "rows": published.num_rows,
-            }
+            return PublishedPredictions(
+                str(target), scoring.day, scoring.model_version, published.num_rows
+            )
     raise RerunError(
         f"the scored shards of {scoring.day} are gone ({len(missing)} missing, e.g. "
         f"{missing[0]}) and {target} was not published by this plan: clear `plan` with its "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 from datetime import date
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from pipelines import contracts
+from pipelines.contracts import ScoringPlan
 from pipelines.io import tracking
 from pipelines.registry import model_versions
 from pipelines.scoring.publishing import (
@@ -19,10 +19,8 @@ from pipelines.scoring.publishing import (
     publish,
     score_shard,
 )
-from pipelines.scoring.sharding import ScoringPlan, plan
+from pipelines.scoring.sharding import plan
 from pipelines.settings import Settings
-
-log = logging.getLogger(__name__)
 
 
 def agreement(settings: Settings, day: date) -> dict[str, float | None]:
@@ -78,4 +76,5 @@ def shadow_score(settings: Settings, champion: ScoringPlan) -> dict[str, Any]:
             }
         )
         mlflow.log_metrics({name: value for name, value in metrics.items() if value is not None})
-    return {"status": "scored", "challenger_version": scoring.model_version, **published, **metrics}
+    scored = {"status": "scored", "challenger_version": scoring.model_version}
+    return scored | published.to_xcom() | metrics

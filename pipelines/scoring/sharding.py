@@ -1,11 +1,19 @@
-"""Planning a night's scoring: the model version and the shards of its customers."""
+"""Planning a night's scoring (the model version and the shards of its customers), and
+reading a shard's features.
+
+Features are read point-in-time through the model's Feast feature service, with
+the semantics of Feast's `get_historical_features` for an entity timestamp T
+(the midnight after the scored day, exactly as training labels are stamped):
+per customer, the latest row with T - ttl <= ts <= T. Like materialization,
+only the partitions inside that window are read, and a shard reads only its
+range of customers (validated files are sorted by entity in small row groups),
+so a shard's memory depends on the shard, not on the customer base.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import math
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -16,29 +24,12 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from pipelines import contracts, faults
+from pipelines.contracts import ScoringPlan
 from pipelines.errors import NoChampionError, NoFeaturesError
 from pipelines.features import point_in_time
 from pipelines.io import feast_store, tracking
 from pipelines.registry import model_versions
 from pipelines.settings import Settings
-
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ScoringPlan:
-    """What one night's scoring uses, fixed once at the start (JSON-friendly)."""
-
-    day: str
-    as_of: str
-    model_name: str
-    model_version: str
-    model_run_id: str
-    model_uri: str
-    scoring_run_id: str
-    feature_ttl_seconds: float
-    partitions: list[str]
-    shards: list[dict[str, int]]
 
 
 def _window_files(settings: Settings, at: datetime, ttl: timedelta) -> list[Path]:

@@ -1,4 +1,10 @@
-"""Fitting the model: XGBoost in a scikit-learn pipeline, early stopping on validation days."""
+"""Fitting the model: XGBoost in a scikit-learn pipeline.
+
+The split is by time (train, then validation, then holdout, by prediction day);
+early stopping watches the validation days. Categorical features are ordinal-
+encoded and declared categorical to XGBoost, so it splits on categories rather
+than on arbitrary codes; a category unseen in training becomes missing.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +18,6 @@ from xgboost import XGBClassifier
 
 from pipelines import contracts
 from pipelines.training.splits import FeatureSpec, TimeSplit
-
-pass
 
 # The hyperparameters a run may override, with their bounds: the contract's (defaults:
 # `TrainingSettings.hyperparameters`).

@@ -10,8 +10,6 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-pass
-
 CALIBRATION_BINS = 10
 
 

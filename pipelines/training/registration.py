@@ -1,15 +1,8 @@
-"""Training: point-in-time set → XGBoost in a scikit-learn pipeline → MLflow run and version.
-
-The split is by time (train, then validation, then holdout, by prediction day);
-early stopping watches the validation days. Categorical features are ordinal-
-encoded and declared categorical to XGBoost, so it splits on categories rather
-than on arbitrary codes; a category unseen in training becomes missing.
-"""
+"""Training: point-in-time set → fitted model → MLflow run and registered version."""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,26 +10,17 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from pipelines import contracts
+from pipelines.contracts import TrainedModel
 from pipelines.io import tracking
 from pipelines.monitoring import profiling
 from pipelines.settings import Settings
+from pipelines.training import encoding
 from pipelines.training.fitting import fit, merge_hyperparameters
 from pipelines.training.model_metrics import CALIBRATION_BINS, classification_metrics
 from pipelines.training.splits import FeatureSpec, TimeSplit, feature_spec, split_by_time
 
 # MLflow saves scikit-learn models with skops, which loads only types declared safe.
 SKOPS_TRUSTED_TYPES = ["xgboost.core.Booster", "xgboost.sklearn.XGBClassifier"]
-
-
-@dataclass(frozen=True)
-class TrainedModel:
-    """A registered candidate (JSON-friendly, for XCom)."""
-
-    run_id: str
-    model_name: str
-    version: str
-    model_uri: str
-    metrics: dict[str, float]
 
 
 def fingerprint(frame: pd.DataFrame) -> str:
@@ -128,6 +112,9 @@ def _log_model(settings: Settings, model: Pipeline, split: TimeSplit, spec: Feat
         signature=infer_signature(example, model.predict_proba(example)),
         input_example=example,
         pyfunc_predict_fn="predict_proba",
+        metadata=encoding.declare(
+            model.named_steps["encode"], spec.columns, spec.categorical
+        ).to_metadata(),
         registered_model_name=settings.training.model_name,
         skops_trusted_types=SKOPS_TRUSTED_TYPES,
     )

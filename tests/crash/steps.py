@@ -11,6 +11,7 @@ import sys
 from datetime import date
 from typing import Any
 
+from pipelines import contracts
 from pipelines.jobs import batch_scoring, feature_pipeline, model_rollback, training
 
 # The world of the crash suite (`test_crash_points.template`).
@@ -43,11 +44,13 @@ def shadow() -> Any:
 
 
 def promote() -> Any:
-    return training.promote_candidate(CANDIDATE, CHAMPION, "crash suite", "airflow", RUN)
+    gate = _gate(CANDIDATE, passed=True)
+    return training.promote_candidate(_candidate(CANDIDATE), gate, _training_set(), "airflow", RUN)
 
 
 def reject() -> Any:
-    return training.reject_candidate(REJECTED, "worse than the champion", "airflow", RUN)
+    gate, infra = _gate(REJECTED, passed=False), contracts.InfraCheck(True, 1, 1.0, "ok")
+    return training.reject_candidate(_candidate(REJECTED), gate, infra.to_xcom(), "airflow", RUN)
 
 
 def rollback() -> Any:
@@ -56,19 +59,31 @@ def rollback() -> Any:
 
 
 def train() -> Any:
-    return training.train_model(
-        _training_set(), {"n_estimators": 400, "early_stopping_rounds": 400}
-    )
+    return training.train_model(_training_set({"n_estimators": 400, "early_stopping_rounds": 400}))
 
 
 def infra_check() -> Any:
-    return training.check_infra(_training_set(), CANDIDATE)
+    return training.check_infra(_training_set(), _candidate(CANDIDATE))
 
 
-def _training_set() -> str:
+def _training_set(hyperparameters: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The saved training set of the suite's world, as the `training` DAG's payload."""
     from pipelines.settings import load_settings
 
-    return str(load_settings().state_root / TRAINING_SET)
+    path = str(load_settings().state_root / TRAINING_SET)
+    request = contracts.TrainingRequest(None, None, hyperparameters or {}, {}, "crash suite")
+    return contracts.TrainingSet(path, 0, 0.0, "", "", request).to_xcom()
+
+
+def _candidate(version: str) -> dict[str, Any]:
+    """A registered version, as `train` hands it on."""
+    return contracts.TrainedModel("", "churn", version, "", {}).to_xcom()
+
+
+def _gate(version: str, passed: bool) -> dict[str, Any]:
+    """The gate's verdict on a version against the suite's champion."""
+    reasons = [] if passed else ["worse than the champion"]
+    return contracts.GateDecision(passed, reasons, version, CHAMPION, {}).to_xcom()
 
 
 def run(name: str) -> Any:

@@ -117,7 +117,7 @@ def test_scored_features_equal_what_feast_returns(scoring):
     day = NIGHTS[-1]
     plan = sharding.plan(settings, day)
     model = predictor.load_model(settings, plan)
-    columns = predictor.model_features(model)
+    columns = model.inputs
     ours = sharding.shard_features(
         settings, plan, plan.shards[0]["first"], plan.shards[-1]["last"], columns
     )

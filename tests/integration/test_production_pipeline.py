@@ -36,7 +36,7 @@ from pipelines.io.orchestrator import (
 )
 from pipelines.jobs import training
 from pipelines.registry import journal, locks
-from pipelines.scoring import predictor, publishing, sharding
+from pipelines.scoring import publishing, sharding
 from pipelines.settings import Settings, load_settings
 from tests.airflow_runs import NO_SCHEDULE, RUN_TIMEOUT
 from tests.integration.conftest import (
@@ -193,7 +193,7 @@ def test_mlflow_on_postgres_trains_registers_gates_promotes_and_loads_by_alias(
     frame = pq.read_table(
         lake.partition_file(settings.validated_root, settings.dataset.raw_dataset, SCORED_DAY)
     ).to_pandas()
-    inputs = frame[predictor.model_features(model)]
+    inputs = frame[list(model.feature_names_in_)]
     probabilities = model.predict_proba(inputs)[:, 1]
     assert len(probabilities) == CUSTOMERS and ((probabilities > 0) & (probabilities < 1)).all()
 

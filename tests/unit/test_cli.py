@@ -124,19 +124,3 @@ def test_the_ui_listens_on_loopback_and_says_where(settings, monkeypatch, capsys
     # While the settings' own Airflow commands (`python -m pipelines airflow -- ...`) get the
     # same address
     assert load_settings().airflow_env()["AIRFLOW__API__HOST"] == "0.0.0.0"
-
-
-def test_promotion_route_follows_gate_infra_check_and_approval_setting(settings, monkeypatch):
-    from pipelines.jobs import training
-
-    passed, failed = {"passed": True, "reasons": []}, {"passed": False, "reasons": ["worse"]}
-    infra_ok = {"passed": True, "detail": "ok"}
-
-    assert training.promotion_route(passed, infra_ok) == "promote"
-    assert training.promotion_route(failed, infra_ok) == "reject"
-    assert training.promotion_route(passed, {"passed": False, "detail": "too big"}) == "reject"
-    monkeypatch.setenv("MLOPS_GATE__REQUIRE_APPROVAL", "true")
-    assert training.promotion_route(passed, infra_ok) == ["approve", "promote"]
-    assert training.rejection_reason(failed, {"passed": False, "detail": "too big"}) == (
-        "gate: worse | infra check: too big"
-    )

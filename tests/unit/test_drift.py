@@ -206,12 +206,29 @@ def _report(alarm: bool, day: str = "2026-02-15") -> dict:
         "day": day,
         "reasons": ["2 features drifted: x (0.4), y (0.3)"] if alarm else [],
         "features": [
-            {"feature": "x", "score": 0.4, "wasserstein": 0.52, "level": "alert"},
-            {"feature": "y", "score": 0.3, "wasserstein": None, "level": "alert"},
-            {"feature": "z", "score": 0.01, "wasserstein": 0.01, "level": "ok"},
+            _feature("x", 0.4, 0.52, "alert"),
+            _feature("y", 0.3, None, "alert"),
+            _feature("z", 0.01, 0.01, "ok"),
         ],
         "prediction_psi": 0.05,
         "model_version": "3",
+        "rows": 1000,
+        "prediction_level": "ok",
+        "performance": None,
+        "performance_level": "ok",
+    }
+
+
+def _feature(name: str, score: float, wasserstein: float | None, level: str) -> dict:
+    kind = "categorical" if wasserstein is None else "numeric"
+    return {
+        "feature": name,
+        "kind": kind,
+        "score": score,
+        "distance": score,
+        "wasserstein": wasserstein,
+        "unseen_share": 0.0,
+        "level": level,
     }
 
 

@@ -314,7 +314,7 @@ def version_tags(settings: Settings, version: str) -> dict[str, str]:
     return client.get_model_version(settings.training.model_name, version).tags
 
 
-def moved(moves: list[journal.AliasMove]) -> list[tuple[str, str, str | None, str | None]]:
+def moved(moves: list[contracts.AliasMove]) -> list[tuple[str, str, str | None, str | None]]:
     return [(m.action, m.alias, m.from_version, m.to_version) for m in moves]
 
 

@@ -24,7 +24,7 @@ from pipelines.io import feast_store, lake
 from pipelines.registry import alias_moves
 from pipelines.scoring import predictor, publishing, shadowing, sharding
 from pipelines.settings import load_settings
-from pipelines.training import registration
+from pipelines.training import encoding, registration
 from tests.worlds import labelled_frame
 
 DAY = date(2026, 1, 8)
@@ -135,7 +135,7 @@ def test_a_crash_before_publish_leaves_the_previous_partition_whole(settings, sc
         publishing.publish(settings, plan)
 
     # Then the published partition is exactly the previous one
-    assert published["rows"] == settings.synthetic.customers
+    assert published.rows == settings.synthetic.customers
     assert publishing.partition(settings, publishing.PREDICTIONS, DAY).read_bytes() == before
 
 
@@ -166,7 +166,7 @@ def test_publish_without_shards_or_its_partition_names_the_task_to_clear(setting
 def test_predict_equals_the_pipelines_predict_proba_on_the_same_rows(world):
     # Given the champion and rows with an unknown plan, a missing region and a missing count
     model = predictor.load_model(world, sharding.plan(world, DAY))
-    columns = predictor.model_features(model)
+    columns = model.inputs
     frame = synthetic.activity(world.synthetic, DAY)[columns].head(50).copy()
     frame.loc[0, "plan"] = "platinum"
     frame.loc[1, "region"] = None
@@ -175,14 +175,19 @@ def test_predict_equals_the_pipelines_predict_proba_on_the_same_rows(world):
     sessions = pa.array(frame["sessions"].to_numpy(), pa.int64(), mask=missing)
     rows = rows.set_column(rows.schema.get_field_index("sessions"), "sessions", sessions)
 
-    # When they are encoded from Arrow and scored by the classifier alone
-    assert predictor.encoder_layout(model) is not None
+    # When they are encoded from Arrow as the model's declaration says, and scored by the
+    # classifier alone
+    assert model.encoding is not None
     fast = predictor.predict(model, rows)
 
-    # Then the scores are exactly the whole pipeline's
-    expected = model.predict_proba(rows.to_pandas())[:, 1]
+    # Then the scores are exactly the whole pipeline's, from the encoder's own matrix
+    expected = model.pipeline.predict_proba(rows.to_pandas())[:, 1]
     np.testing.assert_array_equal(fast, expected)
-    assert np.isnan(predictor.encode(rows, predictor.encoder_layout(model))[:2, :2]).sum() == 2
+    matrix = encoding.encode(rows, model.encoding)
+    np.testing.assert_array_equal(
+        matrix, model.pipeline.named_steps["encode"].transform(rows.to_pandas())
+    )
+    assert np.isnan(matrix[:2, :2]).sum() == 2
 
     # And so they are from text read dictionary-encoded, in chunks of different dictionaries
     np.testing.assert_array_equal(predictor.predict(model, _text_as_dictionaries(rows)), expected)
@@ -198,15 +203,20 @@ def _text_as_dictionaries(rows):
     return rows
 
 
-def test_a_model_of_another_shape_is_scored_as_a_whole(world):
+def test_a_model_without_a_declared_encoding_is_scored_as_a_whole(world):
     model = predictor.load_model(world, sharding.plan(world, DAY))
-    columns = predictor.model_features(model)
+    columns = model.inputs
     rows = pa.Table.from_pandas(synthetic.activity(world.synthetic, DAY)[columns].head(20))
-    encoder, classifier = model.named_steps["encode"], model.named_steps["classify"]
-    other = Pipeline([("encode", FunctionTransformer(encoder.transform)), ("classify", classifier)])
+    encoder, classifier = (
+        model.pipeline.named_steps["encode"],
+        model.pipeline.named_steps["classify"],
+    )
+    pipeline = Pipeline(
+        [("encode", FunctionTransformer(encoder.transform)), ("classify", classifier)]
+    )
+    other = predictor.ScoringModel(pipeline, None)
 
-    assert predictor.encoder_layout(other) is None
-    expected = other.predict_proba(rows.to_pandas())[:, 1]
+    expected = pipeline.predict_proba(rows.to_pandas())[:, 1]
     np.testing.assert_array_equal(predictor.predict(other, rows), expected)
     np.testing.assert_array_equal(predictor.predict(other, _text_as_dictionaries(rows)), expected)
 
@@ -449,3 +459,22 @@ def test_shadow_scoring_a_constant_challenger_reports_and_never_fails(world):
     assert result["rank_correlation"] is None
     assert result["rows_compared"] == settings.synthetic.customers
     json.dumps(result, allow_nan=False)
+
+
+def test_predictions_are_those_published_before_the_reshape(world):
+    # Given the world a partition was published from before the stage packages and the
+    # declared encoding (`tests/fixtures/predictions_before_reshape.parquet`)
+    plan = sharding.plan(world, DAY)
+
+    # When the night is scored now
+    for shard in plan.shards:
+        publishing.score_shard(world, plan, shard)
+    published = pq.read_table(publishing.publish(world, plan).path)
+
+    # Then every prediction and its lineage are the same, but for the ids of this run
+    before = pq.read_table(
+        Path(__file__).parents[1] / "fixtures/predictions_before_reshape.parquet"
+    )
+    this_run = ["model_run_id", "scoring_run_id"]
+    assert published.schema == before.schema
+    assert published.drop_columns(this_run).equals(before.drop_columns(this_run))

@@ -220,9 +220,9 @@ def test_a_valid_request_passes_airflow_and_the_first_task(
 
     built = []
 
-    def build(as_of, start, end):
-        built.append((start, end))
-        return {"path": "set.parquet"}
+    def build(as_of, request):
+        built.append((request["training_start"], request["training_end"]))
+        return {"path": "set.parquet", "request": request}
 
     monkeypatch.setattr(jobs, "build_training_set", build)
     assert trigger_refusal(served_dag, conf) is None
@@ -375,3 +375,28 @@ def test_the_cli_options_become_a_checked_request(settings):
     backwards = {**conf, "training_start": "2026-02-01"}
     with pytest.raises(ConfigurationError, match="training_start: 2026-02-01 is after"):
         training_request.check(backwards, settings)
+
+
+def test_promotion_route_follows_gate_infra_check_and_approval_setting(
+    training_dag, settings, monkeypatch
+):
+    from pipelines.registry import evaluation
+
+    route = training_dag.get_task("decide").python_callable
+
+    def gate(passed: bool) -> dict:
+        reasons = [] if passed else ["worse"]
+        return contracts.GateDecision(passed, reasons, "2", "1", {}).to_xcom()
+
+    def infra(passed: bool, detail: str = "ok") -> dict:
+        return contracts.InfraCheck(passed, 10, 1.0, detail).to_xcom()
+
+    assert route(gate(True), infra(True)) == "promote"
+    assert route(gate(False), infra(True)) == "reject"
+    assert route(gate(True), infra(False, "too big")) == "reject"
+    monkeypatch.setenv("MLOPS_GATE__REQUIRE_APPROVAL", "true")
+    assert route(gate(True), infra(True)) == ["approve", "promote"]
+    failed = contracts.GateDecision.from_xcom(gate(False))
+    assert evaluation.rejection_reason(failed, contracts.InfraCheck(False, 10, 1.0, "too big")) == (
+        "gate: worse | infra check: too big"
+    )
