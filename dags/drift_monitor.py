@@ -11,7 +11,7 @@ that scored it (the job reads only today's data and that profile):
 - realized performance of earlier predictions whose labels arrived today.
 
 Each `predictions` event for a night starts exactly one run for that night (its
-**partition key**). Every night the metrics go to MLflow (`churn-drift`, one step per
+**partition key**). Every night the metrics go to MLflow (`<model>-drift`, one step per
 night) and a JSON and HTML report to `.state/reports/drift/date=YYYY-MM-DD/`. Past the
 alert level (too many drifted features, prediction drift, or a performance drop), it
 emits a `retrain_request` asset event with the reason, the drifted features and the

@@ -1,7 +1,7 @@
 """
 ### model_rollback
 
-Restores a previous champion of the churn model: by default the version aliased
+Restores a previous champion of the model: by default the version aliased
 `previous_champion`, or the version given in the trigger form. The move is
 recorded in the registry's audit trail with the reason given.
 

@@ -1,7 +1,7 @@
 """
 ### training
 
-Trains a candidate churn model and promotes it only if it is better and sound.
+Trains a candidate model and promotes it only if it is better and sound.
 
 1. **build_training_set**: labels known today, joined point-in-time with the
    model's Feast feature service, checked by the `training_set` expectation suite.
@@ -170,7 +170,7 @@ def training() -> None:
 
     approve = ApprovalOperator(
         task_id="approve",
-        subject="Promote the candidate churn model to champion?",
+        subject="Promote the candidate model to champion?",
         body="The candidate passed the evaluation gate and the infra check. "
         "See the `evaluate` task's result and the model version's tags in MLflow.",
         response_timeout=timedelta(days=2),

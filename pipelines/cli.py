@@ -163,9 +163,7 @@ def _run_ui(settings: Settings) -> None:
         raise SystemExit(f"Airflow stopped: {error}\nits logs: {airflow.home}") from error
     finally:
         api.close()
-        survivors = airflow.stop()
-        if survivors:
-            print(f"warning: Airflow processes still running: {survivors}", flush=True)
+        airflow.stop_and_warn()
 
 
 def _stop_like_ctrl_c(signum: int, frame: Any) -> None:

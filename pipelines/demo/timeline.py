@@ -345,9 +345,7 @@ def run(settings: Settings) -> list[NightSummary]:
         raise SystemExit(f"the demo stopped: {error}\nAirflow's logs: {airflow.home}") from error
     finally:
         api.close()
-        survivors = airflow.stop()
-        if survivors:
-            print(f"warning: Airflow processes still running: {survivors}", flush=True)
+        airflow.stop_and_warn()
     print(f"\nAirflow ran the timeline in {time.monotonic() - started:.0f} s", flush=True)
     _print_summary(settings, demo.nights)
     return demo.nights

@@ -247,6 +247,12 @@ class LocalAirflow:
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
+    def stop_and_warn(self) -> None:
+        """Stop Airflow; say which of its processes survived, if any."""
+        survivors = self.stop()
+        if survivors:
+            print(f"warning: Airflow processes still running: {survivors}", flush=True)
+
     def stop(self) -> list[str]:
         """Stop every component and whatever they spawned; describe any survivor."""
         import psutil

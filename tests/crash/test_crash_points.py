@@ -27,13 +27,13 @@ import pytest
 
 from pipelines import contracts
 from pipelines.demo import synthetic
+from pipelines.demo.worlds import labelled_frame, land_validated
 from pipelines.io import feast_store, tracking
 from pipelines.registry import alias_moves, journal, model_versions
 from pipelines.scoring import publishing
 from pipelines.settings import PROJECT_ROOT, Settings, load_settings
 from pipelines.training import registration
 from tests.crash import steps
-from tests.worlds import labelled_frame, land_validated
 
 WORLD_ENV = {
     "MLOPS_SYNTHETIC__CUSTOMERS": "300",

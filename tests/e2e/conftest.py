@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from pipelines.demo.worlds import land_validated_history
 from pipelines.settings import load_settings
 from tests.dag_runs import load_dag, migrate_metadata_db
-from tests.worlds import land_validated_history
 
 
 @pytest.fixture(scope="session")

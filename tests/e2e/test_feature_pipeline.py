@@ -33,7 +33,7 @@ pytestmark = pytest.mark.e2e
 
 FIRST_DAY = date(2026, 1, 1)
 # One fault of each kind the gate tells apart: an unreadable file, a broken schema, bad
-# values. Every fault is checked against the gate itself in tests/unit/test_validate.py.
+# values. Every fault is checked against the gate itself in tests/unit/ingest/test_validation.py.
 FAULTS = [synthetic.Fault.CORRUPT_FILE, synthetic.Fault.MISSING_COLUMN, synthetic.Fault.NULLS]
 FAULT_DAYS = {fault: FIRST_DAY + timedelta(days=10 + n) for n, fault in enumerate(FAULTS)}
 LATE_DAY = FIRST_DAY + timedelta(days=30)

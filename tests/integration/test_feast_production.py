@@ -7,6 +7,7 @@ from datetime import date, timedelta
 import pytest
 
 from pipelines import contracts
+from pipelines.demo.worlds import land_validated
 from pipelines.features import materialization
 from pipelines.io import feast_store
 from pipelines.settings import Settings, load_settings
@@ -16,7 +17,6 @@ from tests.integration.conftest import (
     temporary_database,
     unique_name,
 )
-from tests.worlds import land_validated
 
 pytestmark = pytest.mark.integration
 

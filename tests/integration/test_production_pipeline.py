@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipelines import contracts
+from pipelines.demo.worlds import land_validated_history
 from pipelines.io import feast_store, lake, tracking
 from pipelines.io.orchestrator import (
     API_SERVER,
@@ -46,7 +47,6 @@ from tests.integration.conftest import (
     temporary_database,
     unique_name,
 )
-from tests.worlds import land_validated_history
 
 pytestmark = pytest.mark.integration
 

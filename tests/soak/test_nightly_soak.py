@@ -30,6 +30,7 @@ import pytest
 
 from pipelines import contracts
 from pipelines.demo import synthetic
+from pipelines.demo.worlds import land_validated_history
 from pipelines.io import lake, tracking
 from pipelines.io.orchestrator import AirflowApi, wait_for
 from pipelines.jobs import training
@@ -38,7 +39,6 @@ from pipelines.registry import journal, model_versions
 from pipelines.scoring import publishing
 from pipelines.settings import load_settings
 from tests.airflow_runs import alerts, clear_and_wait, real_airflow
-from tests.worlds import land_validated_history
 
 pytestmark = pytest.mark.soak
 

@@ -1,4 +1,5 @@
-"""Generated worlds the slower tests share: history landed straight into the validated zone."""
+"""Generated worlds the tests and benchmarks share: nights landed straight into the
+validated zone, and labelled training frames (the demo's world, without its gate)."""
 
 from __future__ import annotations
 

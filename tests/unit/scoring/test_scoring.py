@@ -18,6 +18,7 @@ from sklearn.preprocessing import FunctionTransformer
 
 from pipelines import contracts
 from pipelines.demo import synthetic
+from pipelines.demo.worlds import labelled_frame
 from pipelines.errors import NoChampionError, NoFeaturesError, RerunError
 from pipelines.features import point_in_time
 from pipelines.io import feast_store, lake
@@ -25,7 +26,6 @@ from pipelines.registry import alias_moves
 from pipelines.scoring import predictor, publishing, shadowing, sharding
 from pipelines.settings import load_settings
 from pipelines.training import encoding, registration
-from tests.worlds import labelled_frame
 
 DAY = date(2026, 1, 8)
 
@@ -473,7 +473,7 @@ def test_predictions_are_those_published_before_the_reshape(world):
 
     # Then every prediction and its lineage are the same, but for the ids of this run
     before = pq.read_table(
-        Path(__file__).parents[1] / "fixtures/predictions_before_reshape.parquet"
+        Path(__file__).parents[2] / "fixtures/predictions_before_reshape.parquet"
     )
     this_run = ["model_run_id", "scoring_run_id"]
     assert published.schema == before.schema
