@@ -147,7 +147,7 @@ def test_scored_features_equal_what_feast_returns(scoring):
         ours.loc[sample.sort_values(), columns], feast_rows[columns], check_dtype=False
     )
     published = _predictions(settings, day).set_index(settings.dataset.entity)
-    expected = model.predict_proba(feast_rows[columns])[:, 1].astype(np.float64)
+    expected = model.pipeline.predict_proba(feast_rows[columns])[:, 1].astype(np.float64)
     np.testing.assert_array_equal(
         published.loc[feast_rows.index, settings.scoring.score_column], expected
     )
