@@ -236,6 +236,9 @@ class AirflowSettings(_Section):
     # (empty: the machine's core count); in `production`, across all Celery workers (empty:
     # Airflow's default).
     parallelism: int | None = Field(default=None, ge=1)
+    # In `embedded`, the scheduler imports the tasks' libraries once before it forks the
+    # executor's workers (`pipelines.io.executor`): a task starts without seconds of imports.
+    preload_task_modules: bool = True
     metadata_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/airflow"
     celery_broker_url: str = "redis://127.0.0.1:6379/0"
     celery_result_backend: str = "db+postgresql+psycopg2://postgres@127.0.0.1:5432/airflow"
@@ -396,7 +399,11 @@ class Settings(BaseSettings):
         if self.profile == "embedded":
             database = self.airflow_home / "airflow.db"
             return {
-                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__EXECUTOR": (
+                    "pipelines.io.executor.PreloadedLocalExecutor"
+                    if self.airflow.preload_task_modules
+                    else "LocalExecutor"
+                ),
                 "AIRFLOW__CORE__PARALLELISM": str(parallelism or usable_cores()),
                 # Four components and the tasks write to one SQLite file: wait up to 30 s
                 # for its lock (SQLite's default is 5) rather than fail a request.
