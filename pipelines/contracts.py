@@ -486,6 +486,10 @@ def validate_training_request(
 # DAG file passes them on whole and reads them only through these classes.
 
 
+# A payload as it crosses XCom: what a job takes from an upstream task.
+XCom = Mapping[str, Any]
+
+
 class Payload:
     """A task payload: crosses XCom as a dict of JSON values."""
 
@@ -494,7 +498,7 @@ class Payload:
         return asdict(cast(Any, self))
 
     @classmethod
-    def from_xcom(cls, value: Mapping[str, Any]) -> Self:
+    def from_xcom(cls, value: XCom) -> Self:
         """The payload an XCom value carries."""
         return cls(**value)
 
@@ -577,7 +581,7 @@ class TrainingSet(Payload):
     request: TrainingRequest
 
     @classmethod
-    def from_xcom(cls, value: Mapping[str, Any]) -> Self:
+    def from_xcom(cls, value: XCom) -> Self:
         return cls(**{**value, "request": TrainingRequest(**value["request"])})
 
 
@@ -680,7 +684,7 @@ class DriftReport(Payload):
         return [f for f in self.features if f.level == "alert"]
 
     @classmethod
-    def from_xcom(cls, value: Mapping[str, Any]) -> Self:
+    def from_xcom(cls, value: XCom) -> Self:
         features = [FeatureDrift.from_xcom(item) for item in value["features"]]
         return cls(**{**value, "features": features})
 

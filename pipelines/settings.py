@@ -236,9 +236,9 @@ class AirflowSettings(_Section):
     # (empty: the machine's core count); in `production`, across all Celery workers (empty:
     # Airflow's default).
     parallelism: int | None = Field(default=None, ge=1)
-    # In `embedded`, the scheduler imports the tasks' libraries once before it forks the
-    # executor's workers (`pipelines.io.executor`): a task starts without seconds of imports.
-    preload_task_modules: bool = True
+    # In `embedded`, the executor's workers fork from a server that imported the tasks'
+    # libraries once (`pipelines.io.preload`): a task starts without seconds of imports.
+    preload_task_libraries: bool = True
     metadata_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/airflow"
     celery_broker_url: str = "redis://127.0.0.1:6379/0"
     celery_result_backend: str = "db+postgresql+psycopg2://postgres@127.0.0.1:5432/airflow"
@@ -393,22 +393,28 @@ class Settings(BaseSettings):
             ),
         } | self._airflow_executor_env()
 
+    def _preload_env(self) -> dict[str, str]:
+        """The scheduler's executor workers fork from a server that imported the tasks'
+        libraries, and each task forks from a worker (Airflow 3.3's fork-server preload)."""
+        if not self.airflow.preload_task_libraries:
+            return {}
+        return {
+            "AIRFLOW__SCHEDULER__MP_START_METHOD": "forkserver",
+            "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD": "pipelines.io.preload",
+        }
+
     def _airflow_executor_env(self) -> dict[str, str]:
         """Executor and metadata database of the settings' profile."""
         parallelism = self.airflow.parallelism
         if self.profile == "embedded":
             database = self.airflow_home / "airflow.db"
             return {
-                "AIRFLOW__CORE__EXECUTOR": (
-                    "pipelines.io.executor.PreloadedLocalExecutor"
-                    if self.airflow.preload_task_modules
-                    else "LocalExecutor"
-                ),
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
                 "AIRFLOW__CORE__PARALLELISM": str(parallelism or usable_cores()),
                 # Four components and the tasks write to one SQLite file: wait up to 30 s
                 # for its lock (SQLite's default is 5) rather than fail a request.
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{database}?timeout=30",
-            }
+            } | self._preload_env()
         sized = {"AIRFLOW__CORE__PARALLELISM": str(parallelism)} if parallelism else {}
         return sized | {
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",

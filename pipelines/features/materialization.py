@@ -20,7 +20,12 @@ import pyarrow.compute as pc
 
 from pipelines import faults
 from pipelines.contracts import MaterializationResult
-from pipelines.features.point_in_time import latest_per_entity, partition_files, window_rows
+from pipelines.features.point_in_time import (
+    Window,
+    latest_per_entity,
+    partition_files,
+    window_rows,
+)
 from pipelines.io.feast_store import feature_store
 from pipelines.settings import Settings
 
@@ -69,7 +74,7 @@ def materialize_window(
     view = store.get_feature_view(names.feature_view)
     files = partition_files(settings, start, end)
     features = [field.name for field in view.features]
-    rows = window_rows(files, names.entity, names.timestamp, features, start, end)
+    rows = window_rows(files, Window(names.entity, names.timestamp, start, end), features)
     latest = latest_per_entity(rows, names.entity, names.timestamp)
     batch_rows = settings.feast.online_write_batch_rows
     if any(materialized > end for _, materialized in view.materialization_intervals):

@@ -31,48 +31,47 @@ def partition_files(settings: Settings, start: datetime, end: datetime) -> list[
     return [path for path in files if path.exists()]
 
 
-def window_rows(
-    files: list[Path],
-    entity: str,
-    timestamp: str,
-    columns: list[str],
-    start: datetime,
-    end: datetime,
-    entities: tuple[int, int] | None = None,
-    batch_rows: int | None = None,
-) -> pa.Table:
-    """Rows of `files` with start <= timestamp <= end (Feast's file-source bounds).
+@dataclass(frozen=True)
+class Window:
+    """The rows a point-in-time read considers: start <= timestamp <= end (Feast's
+    file-source bounds), and only entity ids first..last when `entities` is given."""
 
-    `entities` keeps only keys first..last; with files sorted by entity, row
-    groups outside that range are skipped from their statistics.
+    entity: str
+    timestamp: str
+    start: datetime
+    end: datetime
+    entities: tuple[int, int] | None = None
+
+    def rows_filter(self) -> ds.Expression:
+        """The window as a dataset filter."""
+        bound = pa.timestamp("us", tz="UTC")
+        stamp = ds.field(self.timestamp)
+        inside = (stamp >= pa.scalar(self.start, bound)) & (stamp <= pa.scalar(self.end, bound))
+        among = self.entities_filter()
+        return inside if among is None else inside & among
+
+    def entities_filter(self) -> ds.Expression | None:
+        """The entity range as a dataset filter (None: every entity)."""
+        if self.entities is None:
+            return None
+        first, last = self.entities
+        return (ds.field(self.entity) >= first) & (ds.field(self.entity) <= last)
+
+
+def window_rows(
+    files: list[Path], window: Window, columns: list[str], batch_rows: int | None = None
+) -> pa.Table:
+    """Rows of `files` inside the window: entity, timestamp and `columns`.
+
+    With files sorted by entity, row groups outside the window's entity range are
+    skipped from their statistics.
     """
     if not files:
         return pa.table({})
     dataset = ds.dataset([str(path) for path in files], format="parquet")
-    window = _window_filter(entity, timestamp, start, end, entities)
     options = {"batch_size": batch_rows} if batch_rows else {}
-    return dataset.to_table(columns=[entity, timestamp, *columns], filter=window, **options)
-
-
-def _window_filter(
-    entity: str,
-    timestamp: str,
-    start: datetime,
-    end: datetime,
-    entities: tuple[int, int] | None,
-) -> ds.Expression:
-    bound = pa.timestamp("us", tz="UTC")
-    window = (ds.field(timestamp) >= pa.scalar(start, bound)) & (
-        ds.field(timestamp) <= pa.scalar(end, bound)
-    )
-    among = _entity_filter(entity, entities)
-    return window if among is None else window & among
-
-
-def _entity_filter(entity: str, entities: tuple[int, int] | None) -> ds.Expression | None:
-    if entities is None:
-        return None
-    return (ds.field(entity) >= entities[0]) & (ds.field(entity) <= entities[1])
+    wanted = [window.entity, window.timestamp, *columns]
+    return dataset.to_table(columns=wanted, filter=window.rows_filter(), **options)
 
 
 def latest_per_entity(table: pa.Table, entity: str, timestamp: str) -> pa.Table:
@@ -175,21 +174,16 @@ def _stamp_bounds(
 
 
 def _losing_groups(
-    parquet: pq.ParquetFile,
-    entity: str,
-    timestamp: str,
-    row_groups: list[int],
-    entities: tuple[int, int] | None,
-    later: _WindowKeys,
+    parquet: pq.ParquetFile, window: Window, row_groups: list[int], later: _WindowKeys
 ) -> set[int]:
     """Row groups whose rows all lose to a later file's window rows, from statistics alone.
 
-    Every integer id such a group can hold (within `entities`) is among the later file's,
+    Every integer id such a group can hold (within the window's) is among the later file's,
     each held once there, and none of its timestamps is after the later file's earliest:
     each of its rows meets a row of the same entity that is as late or later (a tie goes
     to the later file). On a daily lake that is every row group of an older day.
     """
-    ids = later.entities
+    ids, entity, entities = later.entities, window.entity, window.entities
     if later.earliest is None or len(ids) == 0 or not later.ascending:
         return set()
     schema = parquet.schema_arrow
@@ -198,7 +192,7 @@ def _losing_groups(
     at, metadata = schema.get_field_index(entity), parquet.metadata
     losing = set()
     for index, stamps in zip(
-        row_groups, _group_stamp_bounds(parquet, timestamp, row_groups), strict=True
+        row_groups, _group_stamp_bounds(parquet, window.timestamp, row_groups), strict=True
     ):
         stats = metadata.row_group(index).column(at).statistics
         if stamps is None or stamps[1] > later.earliest:
@@ -216,38 +210,37 @@ def _losing_groups(
 
 def _window_keys(
     parquet: pq.ParquetFile,
-    entity: str,
-    timestamp: str,
-    start: datetime,
-    end: datetime,
-    entities: tuple[int, int] | None,
+    window: Window,
     stamps: bool,
     later: _WindowKeys | None = None,
     columns: list[str] | None = None,
 ) -> _WindowKeys:
-    """The keys of a file's rows with start <= timestamp <= end (and entities first..last).
+    """The keys of a file's rows inside the window.
 
-    With `entities`, row groups whose statistics lie outside the range are not read;
+    Row groups whose statistics lie outside the window's entity range are not read;
     unless `stamps` is asked for, neither are timestamps the statistics prove inside.
     Given the keys of a `later` file, row groups whose rows all lose to it are not read.
     `columns` are read along with the keys, in one pass, for rows likely to win.
     """
-    row_groups = row_groups_holding(parquet, entity, entities)
+    entity, timestamp = window.entity, window.timestamp
+    row_groups = row_groups_holding(parquet, entity, window.entities)
     if later is not None:
-        losing = _losing_groups(parquet, entity, timestamp, row_groups, entities, later)
+        losing = _losing_groups(parquet, window, row_groups, later)
         row_groups = [index for index in row_groups if index not in losing]
     sizes = [parquet.metadata.row_group(index).num_rows for index in row_groups]
     offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
     bounds = None if stamps else _stamp_bounds(parquet, timestamp, row_groups)
-    if bounds is not None and not (_utc64(start) <= bounds[0] and bounds[1] <= _utc64(end)):
+    if bounds is not None and not (
+        _utc64(window.start) <= bounds[0] and bounds[1] <= _utc64(window.end)
+    ):
         bounds = None  # some may lie outside the window: filter on the timestamps
     # The same filter expressions as window_rows, so bounds and nulls behave alike.
     if bounds is None:
         key_columns = [entity, timestamp]
-        where = _window_filter(entity, timestamp, start, end, entities)
+        where = window.rows_filter()
     else:
         key_columns = [entity]
-        where = _entity_filter(entity, entities)
+        where = window.entities_filter()
     rows = parquet.read_row_groups(
         row_groups, columns=list(dict.fromkeys([*key_columns, *(columns or [])]))
     )
@@ -359,10 +352,6 @@ def _by_entity(table: pa.Table, entity: str) -> pa.Table:
     return table.take(np.argsort(ids, kind="stable"))
 
 
-# What bounds a window's rows: entity and timestamp columns, [start, end], entity range.
-_Window = tuple[str, str, datetime, datetime, tuple[int, int] | None]
-
-
 def _open(files: list[Path], columns: list[str], text_as_dictionary: bool) -> list[pq.ParquetFile]:
     """The window's files; their text columns kept dictionary-encoded when asked."""
     text = []
@@ -373,24 +362,24 @@ def _open(files: list[Path], columns: list[str], text_as_dictionary: bool) -> li
 
 
 def _keys_in_parallel(
-    parquets: list[pq.ParquetFile], window: _Window, stamps: bool, later: _WindowKeys | None
+    parquets: list[pq.ParquetFile], window: Window, stamps: bool, later: _WindowKeys | None
 ) -> list[_WindowKeys]:
     """The window's keys of several files."""
     # Files decode in parallel: Arrow releases the GIL, and one key column per file
     # leaves its own column-parallel reader a single column.
     with ThreadPoolExecutor(max_workers=pa.cpu_count()) as pool:
-        return list(pool.map(lambda file: _window_keys(file, *window, stamps, later), parquets))
+        return list(pool.map(lambda file: _window_keys(file, window, stamps, later), parquets))
 
 
 def _winners(
-    parquets: list[pq.ParquetFile], window: _Window, wanted: list[str]
+    parquets: list[pq.ParquetFile], window: Window, wanted: list[str]
 ) -> tuple[list[_WindowKeys], list[np.ndarray]]:
     """Each file's keys in the window, and the rows of each file holding a winner."""
 
     # The newest file first: older row groups whose rows all lose to it are not read.
     # Its rows are read whole along with its keys: in time order every one of them wins.
     def newest(stamps: bool) -> _WindowKeys:
-        return _window_keys(parquets[-1], *window, stamps, columns=wanted)
+        return _window_keys(parquets[-1], window, stamps, columns=wanted)
 
     latest = newest(stamps=False)
     keys = [*_keys_in_parallel(parquets[:-1], window, stamps=False, later=latest), latest]
@@ -402,16 +391,9 @@ def _winners(
 
 
 def latest_rows(
-    files: list[Path],
-    entity: str,
-    timestamp: str,
-    columns: list[str],
-    start: datetime,
-    end: datetime,
-    entities: tuple[int, int] | None = None,
-    text_as_dictionary: bool = False,
+    files: list[Path], window: Window, columns: list[str], text_as_dictionary: bool = False
 ) -> pa.Table:
-    """Latest row per entity among rows with start <= timestamp <= end.
+    """Latest row per entity among the rows inside the window.
 
     The same rows as `latest_per_entity(window_rows(...))`, ties going to the later
     file, then the later row. The newest file's rows are read whole (on a daily lake
@@ -427,8 +409,8 @@ def latest_rows(
     if not files:
         return pa.table({})
     parquets = _open(files, columns, text_as_dictionary)
-    wanted = [entity, timestamp, *columns]
-    keys, winners = _winners(parquets, (entity, timestamp, start, end, entities), wanted)
+    wanted = [window.entity, window.timestamp, *columns]
+    keys, winners = _winners(parquets, window, wanted)
     read = [(key.row_groups, key.offsets, key.rows) for key in keys]
     del keys  # the window's keys are done with: free them before decoding the winners
     parts = [
@@ -439,4 +421,4 @@ def latest_rows(
     if not parts:
         schema = parquets[0].schema_arrow
         return pa.schema([schema.field(name) for name in wanted]).empty_table()
-    return _by_entity(pa.concat_tables(parts), entity)
+    return _by_entity(pa.concat_tables(parts), window.entity)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
 from pipelines import contracts
+from pipelines.contracts import XCom
 from pipelines.settings import load_settings
 
 log = logging.getLogger(__name__)
@@ -20,12 +20,12 @@ def plan_scoring(night: str | date | None) -> dict[str, Any]:
     return sharding.plan(load_settings(), contracts.as_night(night)).to_xcom()
 
 
-def shards(scoring: Mapping[str, Any]) -> list[dict[str, int]]:
+def shards(scoring: XCom) -> list[dict[str, int]]:
     """The shards a plan maps `score_shard` over."""
     return contracts.ScoringPlan.from_xcom(scoring).shards
 
 
-def score_shard(scoring: Mapping[str, Any], shard: dict[str, int]) -> dict[str, Any]:
+def score_shard(scoring: XCom, shard: dict[str, int]) -> dict[str, Any]:
     """Score one shard of a night with the planned model version (a `ScoredShard`)."""
     from pipelines.scoring import publishing
 
@@ -33,7 +33,7 @@ def score_shard(scoring: Mapping[str, Any], shard: dict[str, int]) -> dict[str, 
     return publishing.score_shard(load_settings(), plan, shard).to_xcom()
 
 
-def publish_predictions(scoring: Mapping[str, Any]) -> dict[str, Any]:
+def publish_predictions(scoring: XCom) -> dict[str, Any]:
     """Publish a night's scored shards as one partition, atomically (again: a no-op)."""
     from pipelines.scoring import publishing
 
@@ -41,12 +41,12 @@ def publish_predictions(scoring: Mapping[str, Any]) -> dict[str, Any]:
     return publishing.publish(load_settings(), plan).to_xcom()
 
 
-def predictions_event(published: Mapping[str, Any]) -> dict[str, Any]:
+def predictions_event(published: XCom) -> dict[str, Any]:
     """The `predictions` asset event's extra for a published night."""
     return contracts.PublishedPredictions.from_xcom(published).predictions_event()
 
 
-def shadow_score(scoring: Mapping[str, Any]) -> dict[str, Any]:
+def shadow_score(scoring: XCom) -> dict[str, Any]:
     """Shadow-score the challenger; a failure is reported, never raised."""
     from pipelines.scoring import shadowing
 

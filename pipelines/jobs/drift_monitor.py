@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Any
 
 from pipelines import contracts
+from pipelines.contracts import XCom
 from pipelines.settings import load_settings
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ def _requested(event: Any) -> tuple[str | None, datetime]:
 
 
 def retrain_request(
-    report: Mapping[str, Any],
+    report: XCom,
     earlier_requests: Iterable[Any],
     active_training_runs: int,
     now: datetime | None = None,
@@ -53,6 +54,6 @@ def retrain_request(
     return None if request is None else request.to_xcom()
 
 
-def training_conf(request: Mapping[str, Any]) -> dict[str, Any]:
+def training_conf(request: XCom) -> dict[str, Any]:
     """The conf of the `training` run a retrain request starts."""
     return contracts.RetrainRequest.from_xcom(request).training_conf()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import date, timedelta
 from typing import Any
 
 from pipelines import contracts
+from pipelines.contracts import XCom
 from pipelines.settings import load_settings
 
 
@@ -75,7 +75,7 @@ def materialize(night: str | date | None) -> dict[str, Any]:
     return materialization.materialize_window(settings, start, end, store).to_xcom()
 
 
-def features_event(night: str | None, materialized: Mapping[str, Any]) -> dict[str, Any]:
+def features_event(night: str | None, materialized: XCom) -> dict[str, Any]:
     """The `features` asset event's extra for a materialized night."""
     result = contracts.MaterializationResult.from_xcom(materialized)
     return result.features_event(contracts.as_night(night).isoformat())

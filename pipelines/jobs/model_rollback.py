@@ -3,10 +3,10 @@ payloads in and out as XCom values."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from pipelines import contracts
+from pipelines.contracts import XCom
 from pipelines.settings import load_settings
 
 
@@ -20,7 +20,7 @@ def rollback_target(to_version: str | None, run_id: str | None = "") -> dict[str
 
 
 def apply_rollback(
-    target: Mapping[str, Any], reason: str, actor: str, source: str | None = ""
+    target: XCom, reason: str, actor: str, source: str | None = ""
 ) -> list[dict[str, Any]]:
     """Carry out a decided rollback; again, it only completes it (never a second rollback)."""
     from pipelines.registry import alias_moves

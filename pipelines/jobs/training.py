@@ -6,13 +6,12 @@ task does not pay for importing what only other tasks use.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines import contracts
-from pipelines.contracts import GateDecision, InfraCheck, TrainedModel, TrainingSet
+from pipelines.contracts import GateDecision, InfraCheck, TrainedModel, TrainingSet, XCom
 from pipelines.errors import ConfigurationError
 from pipelines.settings import Settings, load_settings
 
@@ -24,7 +23,7 @@ def _training_set_path(settings: Settings, as_of: date, digest: str) -> Path:
     return settings.state_root / "training_sets" / f"as_of={as_of.isoformat()}-{digest}.parquet"
 
 
-def build_training_set(as_of: str | date | datetime, request: Mapping[str, Any]) -> dict[str, Any]:
+def build_training_set(as_of: str | date | datetime, request: XCom) -> dict[str, Any]:
     """Labels known on `as_of` joined point-in-time with the feature service, validated, saved
     (a `TrainingSet`, carrying the checked request on to the later tasks)."""
     import pyarrow as pa
@@ -59,9 +58,7 @@ def build_training_set(as_of: str | date | datetime, request: Mapping[str, Any])
     ).to_xcom()
 
 
-def train_model(
-    training_set: Mapping[str, Any], tags: dict[str, str] | None = None
-) -> dict[str, Any]:
+def train_model(training_set: XCom, tags: dict[str, str] | None = None) -> dict[str, Any]:
     """Train and register a candidate from a saved training set with the request's
     hyperparameters (a `TrainedModel`), first closing, as failed, the runs of training
     processes that were killed."""
@@ -91,9 +88,7 @@ def _holdout(settings: Settings, training_set: TrainingSet) -> pd.DataFrame:
     ).holdout
 
 
-def evaluate_candidate(
-    training_set: Mapping[str, Any], candidate: Mapping[str, Any]
-) -> dict[str, Any]:
+def evaluate_candidate(training_set: XCom, candidate: XCom) -> dict[str, Any]:
     """Gate the candidate against the champion on the training set's holdout days, with the
     request's gate overrides (a `GateDecision`)."""
     from pipelines.registry import evaluation
@@ -106,7 +101,7 @@ def evaluate_candidate(
     return evaluation.evaluate(settings, version, holdout, overrides).to_xcom()
 
 
-def check_infra(training_set: Mapping[str, Any], candidate: Mapping[str, Any]) -> dict[str, Any]:
+def check_infra(training_set: XCom, candidate: XCom) -> dict[str, Any]:
     """Load the candidate from the registry in a fresh process and score holdout rows (an
     `InfraCheck`)."""
     from pipelines.registry import infracheck
@@ -119,7 +114,7 @@ def check_infra(training_set: Mapping[str, Any], candidate: Mapping[str, Any]) -
     return infracheck.infra_check(settings, version, sample, workdir).to_xcom()
 
 
-def promotable(gate: Mapping[str, Any], infra: Mapping[str, Any]) -> bool:
+def promotable(gate: XCom, infra: XCom) -> bool:
     """Whether the candidate passed both the gate and the infra check."""
     return GateDecision.from_xcom(gate).passed and InfraCheck.from_xcom(infra).passed
 
@@ -130,9 +125,9 @@ def approval_required() -> bool:
 
 
 def promote_candidate(
-    candidate: Mapping[str, Any],
-    gate: Mapping[str, Any],
-    training_set: Mapping[str, Any],
+    candidate: XCom,
+    gate: XCom,
+    training_set: XCom,
     actor: str,
     source: str | None = "",
 ) -> list[dict[str, Any]]:
@@ -148,7 +143,7 @@ def promote_candidate(
     return [move.to_xcom() for move in moves]
 
 
-def promotion_event(candidate: Mapping[str, Any], gate: Mapping[str, Any]) -> dict[str, Any]:
+def promotion_event(candidate: XCom, gate: XCom) -> dict[str, Any]:
     """The `model_promoted` asset event's extra."""
     return contracts.promotion_event(
         TrainedModel.from_xcom(candidate), GateDecision.from_xcom(gate)
@@ -156,9 +151,9 @@ def promotion_event(candidate: Mapping[str, Any], gate: Mapping[str, Any]) -> di
 
 
 def reject_candidate(
-    candidate: Mapping[str, Any],
-    gate: Mapping[str, Any],
-    infra: Mapping[str, Any],
+    candidate: XCom,
+    gate: XCom,
+    infra: XCom,
     actor: str,
     source: str | None = "",
 ) -> dict[str, Any]:

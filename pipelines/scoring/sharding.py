@@ -189,13 +189,6 @@ def shard_features(
     names = settings.dataset
     at = datetime.fromisoformat(scoring.as_of)
     ttl = timedelta(seconds=scoring.feature_ttl_seconds)
-    return point_in_time.latest_rows(
-        _window_files(settings, at, ttl),
-        names.entity,
-        names.timestamp,
-        columns,
-        at - ttl,
-        at,
-        entities=(first, last),
-        text_as_dictionary=True,
-    )
+    window = point_in_time.Window(names.entity, names.timestamp, at - ttl, at, (first, last))
+    files = _window_files(settings, at, ttl)
+    return point_in_time.latest_rows(files, window, columns, text_as_dictionary=True)

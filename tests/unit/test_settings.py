@@ -163,15 +163,8 @@ def test_relative_project_root_is_rejected(tmp_path):
 
 
 def test_profile_picks_airflow_executor_and_metadata_database(tmp_path):
-    from airflow.executors.local_executor import LocalExecutor
-    from airflow.sdk.module_loading import import_string
-
     embedded = Settings(state_root=tmp_path).airflow_env()
-    executor = embedded["AIRFLOW__CORE__EXECUTOR"]
-    assert executor == "pipelines.io.executor.PreloadedLocalExecutor"
-    assert issubclass(import_string(executor), LocalExecutor)
-    plain = Settings(state_root=tmp_path, airflow={"preload_task_modules": False}).airflow_env()
-    assert plain["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert embedded["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
     assert embedded["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith(f"sqlite:///{tmp_path}")
 
     production = Settings(state_root=tmp_path, profile="production").airflow_env()
@@ -183,6 +176,8 @@ def test_profile_picks_airflow_executor_and_metadata_database(tmp_path):
         "AIRFLOW__CORE__EXECUTOR",
         "AIRFLOW__CORE__PARALLELISM",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+        "AIRFLOW__SCHEDULER__MP_START_METHOD",  # the embedded profile's preloading fork server
+        "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD",
     }
     same = set(embedded) - executor
     assert {key: production[key] for key in same} == {key: embedded[key] for key in same}

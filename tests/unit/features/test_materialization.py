@@ -250,9 +250,7 @@ def two_days(tmp_path):
 def test_latest_rows_picks_the_latest_row_per_entity_within_inclusive_bounds(two_days):
     files, start, end = two_days
 
-    latest = point_in_time.latest_rows(
-        files, "customer_id", "event_timestamp", ["sessions", "plan"], start, end
-    )
+    latest = point_in_time.latest_rows(files, _window(start, end), ["sessions", "plan"])
 
     assert latest.column_names == ["customer_id", "event_timestamp", "sessions", "plan"]
     assert latest.to_pylist() == [
@@ -265,35 +263,33 @@ def test_latest_rows_picks_the_latest_row_per_entity_within_inclusive_bounds(two
 def test_latest_rows_can_return_text_dictionary_encoded(two_days):
     files, start, end = two_days
     columns = ["sessions", "plan"]
-    plain = point_in_time.latest_rows(files, "customer_id", "event_timestamp", columns, start, end)
+    plain = point_in_time.latest_rows(files, _window(start, end), columns)
 
     encoded = point_in_time.latest_rows(
-        files, "customer_id", "event_timestamp", columns, start, end, text_as_dictionary=True
+        files, _window(start, end), columns, text_as_dictionary=True
     )
 
     assert encoded.schema.field("plan").type == pa.dictionary(pa.int32(), pa.string())
     assert encoded.to_pylist() == plain.to_pylist()
 
 
+def _window(start, end) -> point_in_time.Window:
+    return point_in_time.Window("customer_id", "event_timestamp", start, end)
+
+
 def test_latest_rows_of_a_window_holding_one_row(two_days):
     files, _, _ = two_days
     at = _ts(1, 8)
 
-    latest = point_in_time.latest_rows(
-        files, "customer_id", "event_timestamp", ["sessions"], at, at
-    )
+    latest = point_in_time.latest_rows(files, _window(at, at), ["sessions"])
 
     assert latest.to_pylist() == [{"customer_id": 4, "event_timestamp": at, "sessions": 40}]
 
 
 def test_latest_rows_of_an_empty_window_or_no_files(two_days):
     files, _, _ = two_days
-    empty = point_in_time.latest_rows(
-        files, "customer_id", "event_timestamp", ["sessions"], _ts(5, 0), _ts(6, 0)
-    )
-    nothing = point_in_time.latest_rows(
-        [], "customer_id", "event_timestamp", ["sessions"], *two_days[1:]
-    )
+    empty = point_in_time.latest_rows(files, _window(_ts(5, 0), _ts(6, 0)), ["sessions"])
+    nothing = point_in_time.latest_rows([], _window(*two_days[1:]), ["sessions"])
 
     assert empty.num_rows == 0
     assert nothing.num_rows == 0

@@ -238,22 +238,22 @@ def _at(day: int, hour: int) -> datetime:
     return datetime(2026, 1, day, hour, tzinfo=UTC)
 
 
+def _window(start, end, entities=None) -> point_in_time.Window:
+    return point_in_time.Window("customer_id", "event_timestamp", start, end, entities)
+
+
 def _assert_latest_rows_are_the_windows(
     files: list[Path], start: datetime, end: datetime, ranges: list[tuple[int, int] | None]
 ) -> list[int]:
     """Check `latest_rows` against the latest of the whole window for each customer range;
     return every customer's latest `sessions`."""
     expected = point_in_time.latest_per_entity(
-        point_in_time.window_rows(
-            files, "customer_id", "event_timestamp", ["sessions"], start, end
-        ),
+        point_in_time.window_rows(files, _window(start, end), ["sessions"]),
         "customer_id",
         "event_timestamp",
     )
     for entities in ranges:
-        latest = point_in_time.latest_rows(
-            files, "customer_id", "event_timestamp", ["sessions"], start, end, entities
-        )
+        latest = point_in_time.latest_rows(files, _window(start, end, entities), ["sessions"])
         wanted = expected
         if entities is not None:
             ids = expected.column("customer_id")
@@ -289,10 +289,7 @@ def test_latest_rows_equal_the_latest_of_the_window(tmp_path, in_time_order):
         ),
     ]
     keys = [
-        point_in_time._window_keys(
-            pq.ParquetFile(f), "customer_id", "event_timestamp", start, end, None, False
-        )
-        for f in files
+        point_in_time._window_keys(pq.ParquetFile(f), _window(start, end), False) for f in files
     ]
     assert point_in_time._in_time_order(keys) is in_time_order
 
@@ -326,13 +323,11 @@ def test_older_row_groups_beaten_by_the_newest_file_are_not_read_and_change_noth
         [(customer, _at(3, 1 + customer), customer * 10 + 1) for customer in range(1, 7)],
     )
     files = [older, newest]
-    later = point_in_time._window_keys(
-        pq.ParquetFile(newest), "customer_id", "event_timestamp", start, end, None, False
-    )
+    later = point_in_time._window_keys(pq.ParquetFile(newest), _window(start, end), False)
 
     # Then the statistics prove beaten only the groups every row of which loses
     losing = point_in_time._losing_groups(
-        pq.ParquetFile(older), "customer_id", "event_timestamp", [0, 1, 2], None, later
+        pq.ParquetFile(older), _window(start, end), [0, 1, 2], later
     )
     assert losing == ({0} if a_later_older_row else {0, 1})
 
