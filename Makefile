@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(PY) -m bench.materialize
 	$(PY) -m bench.score
 	$(PY) -m bench.drift
+	$(PY) -m bench.nightly --compare
 
 # Re-pin requirements.txt from requirements.in (needs network to the package index).
 lock: $(STAMP)
