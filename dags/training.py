@@ -133,14 +133,13 @@ def training() -> None:
     def build_training_set(
         params: dict[str, Any] | None = None, dag_run: Any = None
     ) -> dict[str, Any]:
-        from pipelines import training_request
         from pipelines.jobs import training as jobs
 
         # Airflow refused the trigger if a Param broke its schema; keys that are no Param
-        # (Airflow keeps them) and a window ending before it starts are refused here, before
-        # any work, with a permanent error. Later tasks take the checked request.
-        request = training_request.check({**(dag_run.conf or {}), **(params or {})})
-        return jobs.build_training_set(dag_run.run_after, request.to_conf())
+        # (Airflow keeps them) and a window ending before it starts are refused by the job.
+        # Later tasks take the checked request from its result.
+        conf = {**(dag_run.conf or {}), **(params or {})}
+        return jobs.build_requested_training_set(conf, dag_run.run_after)
 
     @task
     def train(training_set: dict[str, Any], run_id: str | None = None) -> dict[str, Any]:

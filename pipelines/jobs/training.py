@@ -58,6 +58,15 @@ def build_training_set(as_of: str | date | datetime, request: XCom) -> dict[str,
     ).to_xcom()
 
 
+def build_requested_training_set(conf: XCom, as_of: str | date | datetime) -> dict[str, Any]:
+    """The first task: check the run's request (what Airflow's Params cannot say is refused
+    here, before any work, with a permanent error), then build its training set."""
+    from pipelines import training_request
+
+    request = training_request.check(dict(conf))
+    return build_training_set(as_of, request.to_conf())
+
+
 def train_model(training_set: XCom, tags: dict[str, str] | None = None) -> dict[str, Any]:
     """Train and register a candidate from a saved training set with the request's
     hyperparameters (a `TrainedModel`), first closing, as failed, the runs of training
@@ -184,18 +193,14 @@ def train_and_gate(
 ) -> dict[str, Any]:
     """The training DAG's steps in one process (for the CLI), with the same functions: the
     request is checked first, as the DAG's first task checks it."""
-    from pipelines import training_request
-
-    request = training_request.check(
-        {
-            "training_start": prediction_start,
-            "training_end": prediction_end,
-            "hyperparameters": hyperparameters or {},
-            "gate_overrides": gate_overrides or {},
-            "reason": reason,
-        }
-    )
-    training_set = build_training_set(as_of, request.to_conf())
+    conf = {
+        "training_start": prediction_start,
+        "training_end": prediction_end,
+        "hyperparameters": hyperparameters or {},
+        "gate_overrides": gate_overrides or {},
+        "reason": reason,
+    }
+    training_set = build_requested_training_set(conf, as_of)
     candidate = train_model(training_set)
     gate = evaluate_candidate(training_set, candidate)
     infra = check_infra(training_set, candidate)
