@@ -32,6 +32,7 @@ import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -119,6 +120,24 @@ def embedded_env(
             **(extra or {}),
         }
     )
+
+
+def lake_manifest(
+    settings: Any, days: Sequence[date], version: int, **extra: Any
+) -> dict[str, Any]:
+    """What a bench's cached generated lake must have been made with: the world, the
+    dataset's names and schema, its days (and what else the bench's lake depends on)."""
+    from pipelines.demo import synthetic  # the project's: only its own children call this
+
+    names = settings.dataset
+    return {
+        "version": version,
+        "synthetic": settings.synthetic.model_dump(mode="json"),
+        "dataset": [names.raw_dataset, names.entity, names.timestamp],
+        "schema": str(synthetic.ACTIVITY_SCHEMA),
+        "days": [day.isoformat() for day in days],
+        **extra,
+    }
 
 
 class ChildFailed(RuntimeError):

@@ -67,6 +67,7 @@ from bench._common import (
     at_least,
     cache_valid,
     embedded_env,
+    lake_manifest,
     max_of,
     measure,
     median_of,
@@ -147,20 +148,6 @@ def _online_sample(settings: Any, store: Any, ids: list[int]) -> dict[str, list[
     return served
 
 
-def _lake_manifest(settings: Any, days: list[date]) -> dict[str, Any]:
-    """What the cached lake must have been generated with."""
-    from pipelines.demo import synthetic
-
-    names = settings.dataset
-    return {
-        "version": MANIFEST_VERSION,
-        "synthetic": settings.synthetic.model_dump(mode="json"),
-        "dataset": [names.raw_dataset, names.entity, names.timestamp],
-        "schema": str(synthetic.ACTIVITY_SCHEMA),
-        "days": [d.isoformat() for d in days],
-    }
-
-
 def _write_lake(
     settings: Any, days: list[date], files: list[Path], manifest: dict[str, Any], path: Path
 ) -> None:
@@ -217,7 +204,7 @@ def _child_generate(result_file: Path, sample_file: Path) -> None:
     days = synthetic.days(settings.synthetic)
     files = [lake.partition_file(settings.validated_root, names.raw_dataset, d) for d in days]
     manifest_path = settings.state_root.parent / "lake.json"
-    manifest = _lake_manifest(settings, days)
+    manifest = lake_manifest(settings, days, MANIFEST_VERSION)
     cached = cache_valid(manifest_path, manifest, files)
     started = time.perf_counter()
     if not cached:

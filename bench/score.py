@@ -95,6 +95,7 @@ from bench._common import (
     at_most,
     cache_valid,
     embedded_env,
+    lake_manifest,
     max_of,
     measure,
     median_of,
@@ -224,22 +225,6 @@ def _model_manifest(settings: Any) -> dict[str, Any]:
     }
 
 
-def _lake_manifest(settings: Any, days: list[date]) -> dict[str, Any]:
-    """What the cached lake must have been generated with."""
-    from pipelines.demo import synthetic
-    from pipelines.ingest import validation
-
-    names = settings.dataset
-    return {
-        "version": MANIFEST_VERSION,
-        "synthetic": settings.synthetic.model_dump(mode="json"),
-        "dataset": [names.raw_dataset, names.entity, names.timestamp],
-        "schema": str(synthetic.ACTIVITY_SCHEMA),
-        "row_group_rows": validation.ROW_GROUP_ROWS,
-        "days": [d.isoformat() for d in days],
-    }
-
-
 def _write_lake(
     settings: Any, days: list[date], files: list[Path], manifest: dict[str, Any], path: Path
 ) -> None:
@@ -323,6 +308,7 @@ def _window_figures(settings: Any, files: list[Path]) -> dict[str, Any]:
 def _child_prepare(result_file: Path) -> None:
     """Generate the lake (unless cached), apply the Feast repo, train and promote a champion."""
     from pipelines.demo import synthetic
+    from pipelines.ingest import validation
     from pipelines.io import feast_store, lake
     from pipelines.settings import load_settings
 
@@ -332,15 +318,17 @@ def _child_prepare(result_file: Path) -> None:
     files = [lake.partition_file(settings.validated_root, names.raw_dataset, d) for d in days]
     lake_manifest_path = settings.state_root.parent / "lake.json"
     model_manifest_path = settings.state_root.parent / "model.json"
-    lake_manifest = _lake_manifest(settings, days)
-    lake_cached = cache_valid(lake_manifest_path, lake_manifest, files)
+    wanted_lake = lake_manifest(
+        settings, days, MANIFEST_VERSION, row_group_rows=validation.ROW_GROUP_ROWS
+    )
+    lake_cached = cache_valid(lake_manifest_path, wanted_lake, files)
     started = time.perf_counter()
     if not lake_cached:
         # A new lake means a new world: drop the registries and the model with it.
         lake_manifest_path.unlink(missing_ok=True)
         model_manifest_path.unlink(missing_ok=True)
         shutil.rmtree(settings.state_root, ignore_errors=True)
-        _write_lake(settings, days, files, lake_manifest, lake_manifest_path)
+        _write_lake(settings, days, files, wanted_lake, lake_manifest_path)
     generate_s = time.perf_counter() - started
     feast_store.apply_repo(settings)
     started = time.perf_counter()
@@ -487,8 +475,8 @@ def _ceiling_inputs(settings: Any) -> tuple[Any, Any, Any]:
     ids = rows.column(settings.dataset.entity)
     frame = rows.select(columns).to_pandas()
     del rows
-    encoded = np.ascontiguousarray(model.named_steps["encode"].transform(frame))
-    return ids, encoded, model.named_steps["classify"]
+    encoded = np.ascontiguousarray(model.pipeline.named_steps["encode"].transform(frame))
+    return ids, encoded, model.pipeline.named_steps["classify"]
 
 
 def _child_ceiling(result_file: Path, workdir: Path) -> None:

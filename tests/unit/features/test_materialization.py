@@ -77,6 +77,15 @@ def daily_windows(settings):
     ]
 
 
+def materialized_every_night(settings):
+    """Every daily window materialized in order: the store, the windows, the online rows."""
+    store = feast_store.apply_repo(settings)
+    windows = daily_windows(settings)
+    for start, end in windows:
+        materialization.materialize_window(settings, start, end, store=store)
+    return store, windows, online_rows(settings)
+
+
 # Repository apply ----------------------------------------------------------------------------
 
 
@@ -338,11 +347,7 @@ def test_materialize_window_matches_stock_materialize(lake_copy):
 def test_rerunning_a_window_is_harmless(lake_copy):
     # Given all daily windows were materialized
     settings = lake_copy("rerun")
-    store = feast_store.apply_repo(settings)
-    windows = daily_windows(settings)
-    for start, end in windows:
-        materialization.materialize_window(settings, start, end, store=store)
-    before = online_rows(settings)
+    store, windows, before = materialized_every_night(settings)
 
     # When the last window runs again (a retried task)
     again = materialization.materialize_window(settings, *windows[-1], store=store)
@@ -356,11 +361,7 @@ def test_rerunning_a_window_is_harmless(lake_copy):
 def test_an_older_night_run_after_newer_ones_keeps_the_newest_values_online(lake_copy):
     # Given all daily windows were materialized, the last day's values online
     settings = lake_copy("out-of-order")
-    store = feast_store.apply_repo(settings)
-    windows = daily_windows(settings)
-    for start, end in windows:
-        materialization.materialize_window(settings, start, end, store=store)
-    before = online_rows(settings)
+    store, windows, before = materialized_every_night(settings)
 
     # When the first night runs again (a backfill, or a rerun of a past night)
     again = materialization.materialize_window(settings, *windows[0], store=store)
