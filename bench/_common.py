@@ -129,11 +129,11 @@ def lake_manifest(
     dataset's names and schema, its days (and what else the bench's lake depends on)."""
     from pipelines.demo import synthetic  # the project's: only its own children call this
 
-    names = settings.dataset
+    names = settings.project
     return {
         "version": version,
         "synthetic": settings.synthetic.model_dump(mode="json"),
-        "dataset": [names.raw_dataset, names.entity, names.timestamp],
+        "dataset": [names.source.dataset, names.entity.column, names.source.timestamp],
         "schema": str(synthetic.ACTIVITY_SCHEMA),
         "days": [day.isoformat() for day in days],
         **extra,

@@ -121,17 +121,21 @@ def _expected_sample(settings: Any, ids: list[int]) -> dict[str, list[Any]]:
     from pipelines.demo.synthetic import FEATURES
     from pipelines.io import lake
 
-    names = settings.dataset
+    names = settings.project
     start, end = _window(settings)
     days = [start.date() + timedelta(days=n) for n in range((end.date() - start.date()).days + 1)]
-    files = [lake.partition_file(settings.validated_root, names.raw_dataset, d) for d in days]
+    files = [lake.partition_file(settings.validated_root, names.source.dataset, d) for d in days]
     frame = pd.concat([pq.read_table(f).to_pandas() for f in files if f.exists()])
-    ts = frame[names.timestamp]
+    ts = frame[names.source.timestamp]
     frame = frame[(ts >= pd.Timestamp(start)) & (ts <= pd.Timestamp(end))]
-    latest = frame.sort_values([names.entity, names.timestamp]).groupby(names.entity).tail(1)
-    latest = latest.set_index(names.entity).reindex(ids)
-    out: dict[str, list[Any]] = {names.entity: ids}
-    seconds = [None if pd.isna(t) else int(t.timestamp()) for t in latest[names.timestamp]]
+    latest = (
+        frame.sort_values([names.entity.column, names.source.timestamp])
+        .groupby(names.entity.column)
+        .tail(1)
+    )
+    latest = latest.set_index(names.entity.column).reindex(ids)
+    out: dict[str, list[Any]] = {names.entity.column: ids}
+    seconds = [None if pd.isna(t) else int(t.timestamp()) for t in latest[names.source.timestamp]]
     for feature in FEATURES:
         out[feature] = [None if pd.isna(v) else v for v in latest[feature].tolist()]
         out[f"{feature}__ts"] = seconds
@@ -140,11 +144,13 @@ def _expected_sample(settings: Any, ids: list[int]) -> dict[str, list[Any]]:
 
 def _online_sample(settings: Any, store: Any, ids: list[int]) -> dict[str, list[Any]]:
     """What the online store serves through the feature service for the sampled customers."""
-    service = store.get_feature_service(settings.dataset.feature_service)
-    rows = [{settings.dataset.entity: customer} for customer in ids]
+    service = store.get_feature_service(settings.project.model.feature_service)
+    rows = [{settings.project.entity.column: customer} for customer in ids]
     response = store.get_online_features(features=service, entity_rows=rows)
     served: dict[str, list[Any]] = response.to_dict(include_event_timestamps=True)
-    served.pop(f"{settings.dataset.entity}__ts", None)  # the key's own "timestamp": meaningless
+    served.pop(
+        f"{settings.project.entity.column}__ts", None
+    )  # the key's own "timestamp": meaningless
     return served
 
 
@@ -171,11 +177,11 @@ def _row_counts(settings: Any, files: list[Path]) -> tuple[int, int]:
     import pyarrow as pa
     import pyarrow.dataset as ds
 
-    names = settings.dataset
+    names = settings.project
     start, end = _window(settings)
     ts_type = pa.timestamp("us", tz="UTC")
-    window = (ds.field(names.timestamp) >= pa.scalar(start, ts_type)) & (
-        ds.field(names.timestamp) <= pa.scalar(end, ts_type)
+    window = (ds.field(names.source.timestamp) >= pa.scalar(start, ts_type)) & (
+        ds.field(names.source.timestamp) <= pa.scalar(end, ts_type)
     )
     dataset = ds.dataset([str(f) for f in files], format="parquet")
     return dataset.count_rows(), dataset.count_rows(filter=window)
@@ -200,9 +206,9 @@ def _child_generate(result_file: Path, sample_file: Path) -> None:
     from pipelines.settings import load_settings
 
     settings = load_settings()
-    names = settings.dataset
+    names = settings.project
     days = synthetic.days(settings.synthetic)
-    files = [lake.partition_file(settings.validated_root, names.raw_dataset, d) for d in days]
+    files = [lake.partition_file(settings.validated_root, names.source.dataset, d) for d in days]
     manifest_path = settings.state_root.parent / "lake.json"
     manifest = lake_manifest(settings, days, MANIFEST_VERSION)
     cached = cache_valid(manifest_path, manifest, files)
@@ -213,7 +219,7 @@ def _child_generate(result_file: Path, sample_file: Path) -> None:
     # Both paths read the same bytes: make them equally warm in the page cache.
     lake_bytes = warm_page_cache(files)
     total_rows, window_rows = _row_counts(settings, files)
-    ids = _sample_ids(files[-1], names.entity)
+    ids = _sample_ids(files[-1], names.entity.column)
     sample_file.write_text(json.dumps(ids))
     start, end = _window(settings)
     result = {
@@ -248,7 +254,7 @@ def _child_measure(path: str, result_file: Path, sample_file: Path) -> None:
         }
     elif path == "stock":
         with measure() as measured:
-            store.materialize(start, end, [settings.dataset.feature_view])
+            store.materialize(start, end, [settings.project.source.feature_view])
     else:
         raise ValueError(f"unknown path {path!r}")
     ids = json.loads(sample_file.read_text())

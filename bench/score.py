@@ -193,7 +193,7 @@ def _training_frame(settings: Any) -> Any:
 
     from pipelines.demo import synthetic
 
-    names = settings.dataset
+    names = settings.project
     cfg = settings.synthetic.model_copy(update={"customers": TRAIN_CUSTOMERS})
     frames = []
     for day in synthetic.days(cfg)[:TRAIN_DAYS]:
@@ -202,9 +202,9 @@ def _training_frame(settings: Any) -> Any:
         rng = np.random.default_rng([TRAIN_SEED, day.toordinal()])
         frame = pd.DataFrame(
             {
-                names.entity: activity[names.entity],
-                names.timestamp: pd.Timestamp(contracts.midnight_after(day)),
-                names.label: (rng.random(len(activity)) < probability).astype(np.int64),
+                names.entity.column: activity[names.entity.column],
+                names.source.timestamp: pd.Timestamp(contracts.midnight_after(day)),
+                names.label.column: (rng.random(len(activity)) < probability).astype(np.int64),
             }
         )
         for feature in synthetic.FEATURES:
@@ -220,8 +220,8 @@ def _model_manifest(settings: Any) -> dict[str, Any]:
         "train_customers": TRAIN_CUSTOMERS,
         "train_days": TRAIN_DAYS,
         "train_seed": TRAIN_SEED,
-        "hyperparameters": settings.training.hyperparameters,
-        "model_name": settings.training.model_name,
+        "hyperparameters": settings.project.model.hyperparameters,
+        "model_name": settings.project.model.name,
     }
 
 
@@ -240,7 +240,7 @@ def _write_lake(
         table = pa.Table.from_pandas(frame, schema=synthetic.ACTIVITY_SCHEMA, preserve_index=False)
         del frame
         # What validate_partition stages: sorted by entity, small row groups.
-        table = table.sort_by(settings.dataset.entity)
+        table = table.sort_by(settings.project.entity.column)
         lake.write_table_atomic(table, target, validation.ROW_GROUP_ROWS)
         del table
     lake.write_json_atomic(manifest, path)
@@ -284,14 +284,14 @@ def _window_figures(settings: Any, files: list[Path]) -> dict[str, Any]:
     from pipelines.features import point_in_time
     from pipelines.io import feast_store
 
-    names = settings.dataset
+    names = settings.project
     day = _scored_day(settings)
     at = contracts.midnight_after(day)
-    view = feast_store.feature_store(settings).get_feature_view(names.feature_view)
+    view = feast_store.feature_store(settings).get_feature_view(names.source.feature_view)
     window_files = point_in_time.partition_files(settings, at - view.ttl, at)
     bound = pa.timestamp("us", tz="UTC")
-    window = (ds.field(names.timestamp) >= pa.scalar(at - view.ttl, bound)) & (
-        ds.field(names.timestamp) <= pa.scalar(at, bound)
+    window = (ds.field(names.source.timestamp) >= pa.scalar(at - view.ttl, bound)) & (
+        ds.field(names.source.timestamp) <= pa.scalar(at, bound)
     )
     dataset = ds.dataset([str(f) for f in files], format="parquet")
     return {
@@ -314,8 +314,8 @@ def _child_prepare(result_file: Path) -> None:
 
     settings = load_settings()
     days = synthetic.days(settings.synthetic)
-    names = settings.dataset
-    files = [lake.partition_file(settings.validated_root, names.raw_dataset, d) for d in days]
+    names = settings.project
+    files = [lake.partition_file(settings.validated_root, names.source.dataset, d) for d in days]
     lake_manifest_path = settings.state_root.parent / "lake.json"
     model_manifest_path = settings.state_root.parent / "model.json"
     wanted_lake = lake_manifest(
@@ -472,7 +472,7 @@ def _ceiling_inputs(settings: Any) -> tuple[Any, Any, Any]:
     rows = sharding.shard_features(
         settings, scoring, scoring.shards[0]["first"], scoring.shards[-1]["last"], columns
     )
-    ids = rows.column(settings.dataset.entity)
+    ids = rows.column(settings.project.entity.column)
     frame = rows.select(columns).to_pandas()
     del rows
     encoded = np.ascontiguousarray(model.pipeline.named_steps["encode"].transform(frame))
@@ -502,7 +502,12 @@ def _child_ceiling(result_file: Path, workdir: Path) -> None:
         )
         walls.append(time.perf_counter() - started)
     pq.write_table(
-        pa.table({settings.dataset.entity: ids, settings.scoring.score_column: np.asarray(scores)}),
+        pa.table(
+            {
+                settings.project.entity.column: ids,
+                settings.project.scoring.score_column: np.asarray(scores),
+            }
+        ),
         workdir / "ceiling.parquet",
     )
     write_json(
@@ -529,11 +534,16 @@ def _entity_frame(settings: Any, day: date) -> Any:
 
     from pipelines.io import lake
 
-    names = settings.dataset
-    last = lake.partition_file(settings.validated_root, names.raw_dataset, day)
-    customers = pq.read_table(last, columns=[names.entity]).column(names.entity).to_numpy()
+    names = settings.project
+    last = lake.partition_file(settings.validated_root, names.source.dataset, day)
+    customers = (
+        pq.read_table(last, columns=[names.entity.column]).column(names.entity.column).to_numpy()
+    )
     return pd.DataFrame(
-        {names.entity: customers, names.timestamp: pd.Timestamp(contracts.midnight_after(day))}
+        {
+            names.entity.column: customers,
+            names.source.timestamp: pd.Timestamp(contracts.midnight_after(day)),
+        }
     )
 
 
@@ -545,16 +555,16 @@ def _stock_night(settings: Any, entity_df: Any, target: Path) -> dict[str, Any]:
 
     from pipelines.io import feast_store
 
-    names = settings.dataset
+    names = settings.project
     started = time.perf_counter()
     store = feast_store.feature_store(settings)
-    service = store.get_feature_service(names.feature_service)
+    service = store.get_feature_service(names.model.feature_service)
     frame = store.get_historical_features(entity_df=entity_df, features=service).to_df()
     features_s = time.perf_counter() - started
     peak_after_features = peak_rss_mb()
 
     step = time.perf_counter()
-    model = mlflow.pyfunc.load_model(f"models:/{settings.training.model_name}@champion")
+    model = mlflow.pyfunc.load_model(f"models:/{settings.project.model.name}@champion")
     inputs = [spec.name for spec in model.metadata.get_input_schema().inputs]
     model_load_s = time.perf_counter() - step
 
@@ -564,10 +574,10 @@ def _stock_night(settings: Any, entity_df: Any, target: Path) -> dict[str, Any]:
     predict_s = time.perf_counter() - step
 
     step = time.perf_counter()
-    out = settings.scoring
+    out = settings.project.scoring
     pd.DataFrame(
         {
-            names.entity: frame[names.entity].to_numpy(),
+            names.entity.column: frame[names.entity.column].to_numpy(),
             out.score_column: scores.astype(np.float64),
             out.predicted_label_column: scores >= out.threshold,
         }
@@ -632,7 +642,7 @@ def _child_compare(result_file: Path, workdir: Path) -> None:
     from pipelines.settings import load_settings
 
     settings = load_settings()
-    entity, column = settings.dataset.entity, settings.scoring.score_column
+    entity, column = settings.project.entity.column, settings.project.scoring.score_column
     published = publishing.partition(settings, publishing.PREDICTIONS, _scored_day(settings))
     ours = pd.read_parquet(published, columns=[entity, column])
     result: dict[str, Any] = {

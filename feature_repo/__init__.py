@@ -1,5 +1,6 @@
-"""Feast definitions of the demo world, split by object type.
+"""Feast definitions derived from the selected project, split by object type.
 
-Each module builds its objects from the pipeline settings, so paths follow the
-state root; `repo.py` instantiates them for the `feast` CLI.
+Each module builds its objects from the pipeline settings (the project declares the
+entity, the source's columns and the model's features; paths follow the state root);
+`repo.py` instantiates them for the `feast` CLI.
 """

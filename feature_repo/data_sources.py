@@ -6,13 +6,13 @@ from feast.data_format import ParquetFormat
 from pipelines.settings import Settings
 
 
-def activity(settings: Settings) -> FileSource:
-    """Validated daily activity partitions (hive layout, one file per day)."""
-    names = settings.dataset
+def validated_source(settings: Settings) -> FileSource:
+    """The project's validated partitions (hive layout, one file per day)."""
+    source = settings.project.source
     return FileSource(
-        name=f"{names.raw_dataset}_validated",
-        path=str(settings.validated_root / names.raw_dataset),
+        name=f"{source.dataset}_validated",
+        path=str(settings.validated_root / source.dataset),
         file_format=ParquetFormat(),
-        timestamp_field=names.timestamp,
-        description="Daily customer activity that passed the validation gate.",
+        timestamp_field=source.timestamp,
+        description=f"{source.dataset} partitions that passed the validation gate.",
     )

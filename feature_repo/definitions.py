@@ -8,12 +8,7 @@ from pipelines.settings import Settings
 
 def build(settings: Settings) -> list[Any]:
     """Every object `feast apply` registers, in dependency order."""
-    customer = entities.customer(settings)
-    activity = data_sources.activity(settings)
-    activity_view = feature_views.customer_activity(settings, customer, activity)
-    return [
-        customer,
-        activity,
-        activity_view,
-        feature_services.churn_model(settings, activity_view),
-    ]
+    entity = entities.entity(settings)
+    source = data_sources.validated_source(settings)
+    view = feature_views.source_view(settings, entity, source)
+    return [entity, source, view, feature_services.model_service(settings, view)]

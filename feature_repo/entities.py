@@ -4,12 +4,15 @@ from feast import Entity, ValueType
 
 from pipelines.settings import Settings
 
+VALUE_TYPES = {"int64": ValueType.INT64, "string": ValueType.STRING}
 
-def customer(settings: Settings) -> Entity:
-    """The subscriber whose churn we predict."""
+
+def entity(settings: Settings) -> Entity:
+    """The project's entity, joined on its key column."""
+    declared = settings.project.entity
     return Entity(
-        name="customer",
-        join_keys=[settings.dataset.entity],
-        value_type=ValueType.INT64,
-        description="A subscriber of the service.",
+        name=declared.name,
+        join_keys=[declared.column],
+        value_type=VALUE_TYPES[declared.type],
+        description=declared.description,
     )

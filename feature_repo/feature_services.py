@@ -5,10 +5,13 @@ from feast import FeatureService, FeatureView
 from pipelines.settings import Settings
 
 
-def churn_model(settings: Settings, activity_view: FeatureView) -> FeatureService:
-    """Features of the churn model; training and scoring both read through it."""
+def model_service(settings: Settings, view: FeatureView) -> FeatureService:
+    """The model's features; training and scoring both read through it."""
+    project = settings.project
+    features = list(project.features)
+    selected = view if features == [field.name for field in view.features] else view[features]
     return FeatureService(
-        name=settings.dataset.feature_service,
-        features=[activity_view],
-        description="Every feature the churn model consumes.",
+        name=project.model.feature_service,
+        features=[selected],
+        description=project.model.description,
     )

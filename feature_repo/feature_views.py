@@ -1,31 +1,34 @@
-"""Feature views: the activity features of a customer as of a point in time."""
+"""Feature views: the source's columns of an entity as of a point in time."""
 
 from datetime import timedelta
 
 from feast import Entity, FeatureView, Field, FileSource
-from feast.types import Float64, Int64, String
+from feast.types import Bool, Float64, Int64, PrimitiveFeastType, String, UnixTimestamp
 
 from pipelines.settings import Settings
 
+FEAST_TYPES: dict[str, PrimitiveFeastType] = {
+    "int64": Int64,
+    "float64": Float64,
+    "string": String,
+    "bool": Bool,
+    "timestamp": UnixTimestamp,
+}
 
-def customer_activity(settings: Settings, customer: Entity, source: FileSource) -> FeatureView:
-    """One row per customer per day; a value older than a week is too stale to serve."""
+
+def source_view(settings: Settings, entity: Entity, source: FileSource) -> FeatureView:
+    """Every declared column of the source; a value older than the project's TTL is too
+    stale to serve."""
+    declared = settings.project.source
     return FeatureView(
-        name=settings.dataset.feature_view,
-        entities=[customer],
-        ttl=timedelta(days=7),
+        name=declared.feature_view,
+        entities=[entity],
+        ttl=timedelta(days=declared.ttl_days),
         schema=[
-            Field(name="plan", dtype=String),
-            Field(name="region", dtype=String),
-            Field(name="tenure_days", dtype=Int64),
-            Field(name="monthly_charge", dtype=Float64),
-            Field(name="sessions", dtype=Int64),
-            Field(name="usage_minutes", dtype=Float64),
-            Field(name="payment_failures", dtype=Int64),
-            Field(name="support_tickets", dtype=Int64),
-            Field(name="days_since_last_login", dtype=Int64),
+            Field(name=name, dtype=FEAST_TYPES[column.type], description=column.description)
+            for name, column in declared.columns.items()
         ],
         source=source,
         online=True,
-        description="Daily activity snapshot of a customer.",
+        description=declared.description,
     )

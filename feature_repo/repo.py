@@ -8,4 +8,4 @@ The pipeline itself applies `definitions.build(settings)`; it never needs this m
 from feature_repo.definitions import build
 from pipelines.settings import load_settings
 
-customer, activity_source, customer_activity, churn_model_v1 = build(load_settings())
+entity, validated_source, source_view, model_service = build(load_settings())

@@ -271,7 +271,7 @@ def _number(value: int | float) -> str:
 
 _FRACTION = Bound(integer=False, minimum=0, maximum=1, exclusive_minimum=True)
 _REGULARIZATION = Bound(integer=False, minimum=0, maximum=MAX_REGULARIZATION)
-# The XGBoost hyperparameters a run may override (their defaults: `TrainingSettings`).
+# The XGBoost hyperparameters a run may override (defaults: the project's model.hyperparameters).
 HYPERPARAMETER_BOUNDS: dict[str, Bound] = {
     "n_estimators": Bound(integer=True, minimum=1, maximum=5000),
     "max_depth": Bound(integer=True, minimum=1, maximum=16),
@@ -286,7 +286,7 @@ HYPERPARAMETER_BOUNDS: dict[str, Bound] = {
 }
 
 # Every metric training measures on the holdout (`training.model_metrics`): what the gate
-# may judge (`GateSettings.thresholds`) and a run override, with the range a threshold on it
+# may judge (the project's `model.gate`) and a run override, with the range a threshold on it
 # takes (all but log loss are bounded by 1 anyway).
 GATE_METRIC_RANGES: dict[str, tuple[float, float]] = {
     "roc_auc": (0.0, 1.0),
@@ -422,7 +422,7 @@ def check_gate_overrides(
             raise _refused(
                 where,
                 f"the gate does not judge {metric}; it judges {', '.join(gated_metrics)} "
-                "(MLOPS_GATE__THRESHOLDS)",
+                "(the project's model.gate)",
             )
         bounds = gate_rule_bounds(metric)
         checked[metric] = {}

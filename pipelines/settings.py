@@ -1,4 +1,4 @@
-"""One frozen settings object: every path, URI, name and threshold of the pipeline.
+"""One frozen settings object: every path, URI and knob of the pipeline, and the selected project.
 
 Values come from defaults, then environment variables prefixed ``MLOPS_``
 (nested fields with ``__``, e.g. ``MLOPS_SYNTHETIC__CUSTOMERS=1000``). A typo in
@@ -11,14 +11,14 @@ import json
 import os
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from pipelines import contracts
 from pipelines.contracts import ScheduleSettings
 from pipelines.errors import ConfigurationError
+from pipelines.project import Project, load_project
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,21 +27,6 @@ Profile = Literal["embedded", "production"]
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class DatasetSettings(_Section):
-    """Names of the data contract: the only place the demo world's columns are named."""
-
-    entity: str = "customer_id"
-    timestamp: str = "event_timestamp"
-    raw_dataset: str = "activity"
-    label_dataset: str = "labels"
-    label: str = "churned"
-    feature_view: str = "customer_activity"
-    feature_service: str = "churn_model_v1"
-    expectation_suite: str = "activity_partition"
-    checkpoint: str = "activity_partition"
-    training_checkpoint: str = "training_set"
 
 
 class SyntheticSettings(_Section):
@@ -72,33 +57,17 @@ class ValidationSettings(_Section):
 class FeastSettings(_Section):
     """Feature store project and materialization knobs."""
 
-    project: str = "churn"
+    # Empty: the project's name. Production deployments sharing a registry or Redis set it.
+    project: str = ""
     materialize_overlap: timedelta = timedelta(hours=1)
     online_write_batch_rows: int = Field(default=20_000, ge=1)
     redis_connection: str = "127.0.0.1:6379"
     registry_sql_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432/feast"
 
 
-class MetricThreshold(_Section):
-    """A gate on one metric, with the semantics of MLflow's `MetricThreshold`.
-
-    `threshold` is a value floor (ceiling when lower is better). The change
-    thresholds compare with the champion: the candidate must beat it by at least
-    `min_absolute_change` (or `min_relative_change` times its magnitude); 0
-    means "no worse than the champion".
-    """
-
-    metric: str
-    greater_is_better: bool
-    threshold: float | None = None
-    min_absolute_change: float | None = Field(default=None, ge=0.0)
-    min_relative_change: float | None = Field(default=None, ge=0.0, le=1.0)
-
-
 class TrainingSettings(_Section):
-    """What the model learns from and how; hyperparameters can be overridden per run."""
+    """How every model is trained: the window, splits and checks of its training set."""
 
-    model_name: str = "churn"
     window_days: int = Field(default=21, ge=3)
     validation_share: float = Field(default=0.15, gt=0.0, lt=0.5)
     holdout_share: float = Field(default=0.15, gt=0.0, lt=0.5)
@@ -106,69 +75,21 @@ class TrainingSettings(_Section):
     min_label_share: float = Field(default=0.01, ge=0.0, le=1.0)
     max_label_share: float = Field(default=0.6, ge=0.0, le=1.0)
     min_feature_coverage: float = Field(default=0.9, ge=0.0, le=1.0)
-    hyperparameters: dict[str, float | int | str] = {
-        "n_estimators": 400,
-        "max_depth": 4,
-        "learning_rate": 0.08,
-        "subsample": 0.9,
-        "colsample_bytree": 0.9,
-        "min_child_weight": 5,
-        "reg_lambda": 1.0,
-        "early_stopping_rounds": 30,
-    }
     profile_bins: int = Field(default=10, ge=2)
     random_seed: int = 13
-
-    @field_validator("hyperparameters")
-    @classmethod
-    def _within_the_contracts_bounds(
-        cls, value: dict[str, float | int | str]
-    ) -> dict[str, float | int | str]:
-        """Known names within `contracts.HYPERPARAMETER_BOUNDS` (the bounds a run's
-        overrides are held to)."""
-        try:
-            return contracts.check_hyperparameters(value, "training.hyperparameters")
-        except ConfigurationError as error:
-            raise ValueError(str(error)) from None
 
 
 class GateSettings(_Section):
     """Evaluation gate, infra check and approval before an alias moves."""
 
-    thresholds: tuple[MetricThreshold, ...] = (
-        MetricThreshold(
-            metric="roc_auc", greater_is_better=True, threshold=0.65, min_absolute_change=0.0
-        ),
-        MetricThreshold(
-            metric="log_loss", greater_is_better=False, threshold=0.6, min_relative_change=0.0
-        ),
-    )
     infra_check_rows: int = Field(default=500, ge=1)
     max_model_megabytes: float = Field(default=50.0, gt=0.0)
     require_approval: bool = False
 
-    @field_validator("thresholds")
-    @classmethod
-    def _metrics_of_the_contract(
-        cls, value: tuple[MetricThreshold, ...]
-    ) -> tuple[MetricThreshold, ...]:
-        """Each rule judges a metric training measures, within the bounds a run's gate
-        overrides are held to (`contracts.GATE_METRIC_RANGES`)."""
-        for rule in value:
-            limits = rule.model_dump(exclude={"metric", "greater_is_better"}, exclude_none=True)
-            try:
-                contracts.check_gate_overrides({rule.metric: limits}, field="gate.thresholds")
-            except ConfigurationError as error:
-                raise ValueError(str(error)) from None
-        return value
-
 
 class ScoringSettings(_Section):
-    """Nightly batch scoring: output names, decision threshold and sharding."""
+    """Nightly batch scoring: sharding and shadow scoring (outputs are the project's)."""
 
-    score_column: str = "churn_probability"
-    predicted_label_column: str = "churn_predicted"
-    threshold: float = Field(default=0.3, gt=0.0, lt=1.0)
     shard_rows: int = Field(default=250_000, ge=1)
     max_shards: int = Field(default=32, ge=1)
     shadow: bool = True
@@ -278,7 +199,8 @@ class Settings(BaseSettings):
     project_root: Path = PROJECT_ROOT
     state_root: Path = PROJECT_ROOT / ".state"
     schedule: ScheduleSettings = ScheduleSettings()
-    dataset: DatasetSettings = DatasetSettings()
+    # The project: a name under `projects/`, or the path of a project folder or file.
+    project: Annotated[Project, NoDecode] = Field(default_factory=lambda: load_project("demo"))
     synthetic: SyntheticSettings = SyntheticSettings()
     validation: ValidationSettings = ValidationSettings()
     feast: FeastSettings = FeastSettings()
@@ -293,6 +215,16 @@ class Settings(BaseSettings):
     # the named point (see `pipelines.faults`). Empty in any real deployment.
     crash_point: str = ""
 
+    @field_validator("project", mode="before")
+    @classmethod
+    def _load_the_project(cls, value: object) -> object:
+        if isinstance(value, (str, Path)):
+            try:
+                return load_project(value)
+            except ConfigurationError as error:
+                raise ValueError(str(error)) from None
+        return value
+
     @model_validator(mode="after")
     def _absolute_paths(self) -> Settings:
         if not self.state_root.is_absolute() or not self.project_root.is_absolute():
@@ -300,6 +232,11 @@ class Settings(BaseSettings):
         return self
 
     # Paths of the state root: everything the pipeline writes lives below it.
+    @property
+    def feast_project(self) -> str:
+        """The Feast project: the setting, else the project's name."""
+        return self.feast.project or self.project.name
+
     @property
     def lake_root(self) -> Path:
         return self.state_root / "lake"

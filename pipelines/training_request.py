@@ -19,7 +19,7 @@ from pipelines.settings import Settings, load_settings
 
 def gated_metrics(settings: Settings) -> tuple[str, ...]:
     """The metrics the evaluation gate judges (the only ones a run may override)."""
-    return tuple(rule.metric for rule in settings.gate.thresholds)
+    return tuple(rule.metric for rule in settings.project.model.gate)
 
 
 def check(

@@ -283,17 +283,17 @@ def land_day(settings: Settings, day: date, fault: Fault | None = None) -> Path 
     Returns the activity file, or None when the fault is that it never landed.
     """
     cfg = settings.synthetic
-    names = settings.dataset
+    names = settings.project
     due = labels(cfg, day)
     if len(due):
         lake.write_table_atomic(
             pa.Table.from_pandas(due, schema=LABEL_SCHEMA, preserve_index=False),
-            lake.partition_file(settings.raw_root, names.label_dataset, day),
+            lake.partition_file(settings.raw_root, names.label.dataset, day),
         )
     if fault is Fault.NOT_LANDED:
         return None
     frame = activity(cfg, day)
-    target = lake.partition_file(settings.raw_root, names.raw_dataset, day)
+    target = lake.partition_file(settings.raw_root, names.source.dataset, day)
     if fault is None or fault in (Fault.CORRUPT_FILE, Fault.NOT_LANDED):
         table = pa.Table.from_pandas(frame, schema=ACTIVITY_SCHEMA, preserve_index=False)
     else:

@@ -94,7 +94,7 @@ class NightSummary:
 
 
 def _rows(settings: Settings, day: date) -> int:
-    path = lake.partition_file(settings.validated_root, settings.dataset.raw_dataset, day)
+    path = lake.partition_file(settings.validated_root, settings.project.source.dataset, day)
     return pq.read_metadata(path).num_rows if path.exists() else 0
 
 
@@ -109,7 +109,7 @@ def _online_entities(settings: Settings) -> int:
         return 0
     with sqlite3.connect(path) as connection:
         tables = [row[0] for row in connection.execute("select name from sqlite_master")]
-        view = next(t for t in tables if t.endswith(settings.dataset.feature_view))
+        view = next(t for t in tables if t.endswith(settings.project.source.feature_view))
         return connection.execute(f'select count(distinct entity_key) from "{view}"').fetchone()[0]
 
 

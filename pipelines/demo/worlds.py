@@ -25,7 +25,7 @@ def land_validated(settings: Settings, day: date, labels: bool = True) -> None:
     frame = synthetic.activity(settings.synthetic, day)
     lake.write_table_atomic(
         pa.Table.from_pandas(frame, schema=synthetic.ACTIVITY_SCHEMA, preserve_index=False),
-        lake.partition_file(settings.validated_root, settings.dataset.raw_dataset, day),
+        lake.partition_file(settings.validated_root, settings.project.source.dataset, day),
     )
 
 

@@ -17,7 +17,7 @@ from pipelines.settings import Settings
 
 def label_days(settings: Settings, as_of: date, window_days: int) -> list[date]:
     """Landing days of the latest `window_days` label partitions known on `as_of`."""
-    landed = lake.partition_days(settings.raw_root, settings.dataset.label_dataset)
+    landed = lake.partition_days(settings.raw_root, settings.project.label.dataset)
     return [day for day in landed if day <= as_of][-window_days:]
 
 
@@ -34,23 +34,25 @@ def load_labels(
     range (inclusive) narrows it. Only label partitions that can hold the window
     are read (a label lands on or after its prediction day).
     """
-    names = settings.dataset
+    names = settings.project
     if prediction_start is not None:
-        landed = lake.partition_days(settings.raw_root, names.label_dataset)
+        landed = lake.partition_days(settings.raw_root, names.label.dataset)
         days = [day for day in landed if prediction_start <= day <= as_of]
     else:
         days = label_days(settings, as_of, window_days or settings.training.window_days)
-    files = [lake.partition_file(settings.raw_root, names.label_dataset, day) for day in days]
+    files = [lake.partition_file(settings.raw_root, names.label.dataset, day) for day in days]
     if not files:
         raise ConfigurationError(f"no labels have landed by {as_of.isoformat()}")
     frame = ds.dataset([str(f) for f in files], format="parquet").to_table().to_pandas()
-    predicted_on = (frame[names.timestamp] - contracts.NIGHT).dt.date
+    predicted_on = (frame[names.source.timestamp] - contracts.NIGHT).dt.date
     keep = pd.Series(True, index=frame.index)
     if prediction_start is not None:
         keep &= predicted_on >= prediction_start
     if prediction_end is not None:
         keep &= predicted_on <= prediction_end
-    return frame.loc[keep, [names.entity, names.timestamp, names.label]].reset_index(drop=True)
+    return frame.loc[
+        keep, [names.entity.column, names.source.timestamp, names.label.column]
+    ].reset_index(drop=True)
 
 
 def training_set(
@@ -58,12 +60,14 @@ def training_set(
 ) -> pd.DataFrame:
     """Point-in-time join of labels with the feature service (Feast `get_historical_features`)."""
     store = store or feature_store(settings)
-    service = store.get_feature_service(settings.dataset.feature_service)
+    service = store.get_feature_service(settings.project.model.feature_service)
     joined = store.get_historical_features(entity_df=labels, features=service).to_df()
-    names = settings.dataset
+    names = settings.project
     # Feast's file store drops a label whose rows all fall outside its TTL window;
     # keep every label, with missing features, so the training-set suite sees it.
-    keys = [names.entity, names.timestamp]
+    keys = [names.entity.column, names.source.timestamp]
     added = [column for column in joined.columns if column not in labels.columns]
     joined = labels.merge(joined[[*keys, *added]].drop_duplicates(keys), on=keys, how="left")
-    return joined.sort_values([names.timestamp, names.entity], kind="stable").reset_index(drop=True)
+    return joined.sort_values(
+        [names.source.timestamp, names.entity.column], kind="stable"
+    ).reset_index(drop=True)

@@ -70,16 +70,18 @@ def materialize_window(
     rule Feast's Redis store applies itself; its SQLite store keeps the last write).
     """
     store = store or feature_store(settings)
-    names = settings.dataset
-    view = store.get_feature_view(names.feature_view)
+    names = settings.project
+    view = store.get_feature_view(names.source.feature_view)
     files = partition_files(settings, start, end)
     features = [field.name for field in view.features]
-    rows = window_rows(files, Window(names.entity, names.timestamp, start, end), features)
-    latest = latest_per_entity(rows, names.entity, names.timestamp)
+    rows = window_rows(
+        files, Window(names.entity.column, names.source.timestamp, start, end), features
+    )
+    latest = latest_per_entity(rows, names.entity.column, names.source.timestamp)
     batch_rows = settings.feast.online_write_batch_rows
     if any(materialized > end for _, materialized in view.materialization_intervals):
         latest = _not_older_than_online(
-            store, view, latest, names.entity, names.timestamp, batch_rows
+            store, view, latest, names.entity.column, names.source.timestamp, batch_rows
         )
     for offset in range(0, latest.num_rows, batch_rows):
         chunk = latest.slice(offset, batch_rows).to_pandas()

@@ -24,10 +24,12 @@ from pipelines.settings import Settings
 
 def partition_files(settings: Settings, start: datetime, end: datetime) -> list[Path]:
     """Validated partition files that can hold rows with start <= ts <= end."""
-    names = settings.dataset
+    names = settings.project
     first, last = start.astimezone(UTC).date(), end.astimezone(UTC).date()
     days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
-    files = [lake.partition_file(settings.validated_root, names.raw_dataset, day) for day in days]
+    files = [
+        lake.partition_file(settings.validated_root, names.source.dataset, day) for day in days
+    ]
     return [path for path in files if path.exists()]
 
 

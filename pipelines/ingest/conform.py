@@ -22,16 +22,6 @@ from pipelines.errors import ContractViolationError, brief, shown
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 
-# Expectation-suite type names (pandas dtypes) and the Arrow type each stands for.
-SUITE_TYPES: Mapping[str, pa.DataType] = {
-    "int64": pa.int64(),
-    "float64": pa.float64(),
-    "str": pa.string(),
-    "string": pa.string(),
-    "object": pa.string(),
-}
-
-
 def _is_number(kind: pa.DataType) -> bool:
     return pa.types.is_integer(kind) or pa.types.is_floating(kind)
 
@@ -47,6 +37,7 @@ _CASTABLE: Mapping[pa.DataType, Callable[[pa.DataType], bool]] = {
     pa.int64(): _is_number,
     pa.float64(): _is_number,
     pa.string(): _is_text,
+    pa.bool_(): pa.types.is_boolean,
     TIMESTAMP: lambda kind: pa.types.is_timestamp(kind) and kind.tz is not None,
 }
 

@@ -25,7 +25,7 @@ def publish_partition(settings: Settings, day: date) -> Path:
     published and does nothing.
     """
     staged = _staging_file(settings, day)
-    target = lake.partition_file(settings.validated_root, settings.dataset.raw_dataset, day)
+    target = lake.partition_file(settings.validated_root, settings.project.source.dataset, day)
     if not staged.exists():
         if target.exists():
             log.info("%s is already published: nothing to do", target)

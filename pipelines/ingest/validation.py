@@ -28,7 +28,6 @@ import pyarrow.parquet as pq
 from pipelines import contracts, faults
 from pipelines.contracts import ValidationOutcome
 from pipelines.errors import (
-    ConfigurationError,
     ContractViolationError,
     DataQualityError,
     NotLandedError,
@@ -37,7 +36,7 @@ from pipelines.errors import (
     brief,
     shown,
 )
-from pipelines.ingest import conform
+from pipelines.ingest import conform, contract
 from pipelines.io import lake
 from pipelines.io.expectations import gx_context
 from pipelines.settings import Settings
@@ -66,18 +65,18 @@ class FailedExpectation:
 
 def raw_files(settings: Settings, day: date) -> list[Path]:
     """The landed raw files of a day, or a clear error if none landed."""
-    folder = lake.partition_dir(settings.raw_root, settings.dataset.raw_dataset, day)
+    folder = lake.partition_dir(settings.raw_root, settings.project.source.dataset, day)
     files = lake.data_files(folder)
     quarantined = quarantine_result(settings, day)
     if not files and quarantined.exists():
         raise DataQualityError(
-            f"raw partition {settings.dataset.raw_dataset} date={day.isoformat()} failed "
+            f"raw partition {settings.project.source.dataset} date={day.isoformat()} failed "
             f"validation and was quarantined (see {quarantined}): land a corrected partition, "
             "then trigger the night again"
         )
     if not files:
         raise NotLandedError(
-            f"raw partition {settings.dataset.raw_dataset} date={day.isoformat()} "
+            f"raw partition {settings.project.source.dataset} date={day.isoformat()} "
             f"has not landed: expected parquet files in {folder}"
         )
     return files
@@ -90,14 +89,16 @@ def refuse_future_night(settings: Settings, day: date, now: datetime | None = No
     day_end = contracts.midnight_after(day)
     if day_end > latest:
         raise DataQualityError(
-            f"{settings.dataset.raw_dataset} date={day.isoformat()} is in the future: its day "
+            f"{settings.project.source.dataset} date={day.isoformat()} is in the future: its day "
             f"ends {day_end:%Y-%m-%d %H:%M} UTC, later than now plus "
             f"{settings.validation.future_tolerance} (MLOPS_VALIDATION__FUTURE_TOLERANCE)"
         )
 
 
 def _staging_file(settings: Settings, day: date) -> Path:
-    return lake.partition_file(settings.lake_root / STAGING_ZONE, settings.dataset.raw_dataset, day)
+    return lake.partition_file(
+        settings.lake_root / STAGING_ZONE, settings.project.source.dataset, day
+    )
 
 
 def quarantine_result(settings: Settings, day: date) -> Path:
@@ -106,7 +107,7 @@ def quarantine_result(settings: Settings, day: date) -> Path:
 
 
 def _quarantine_dir(settings: Settings, day: date) -> Path:
-    return lake.partition_dir(settings.quarantine_root, settings.dataset.raw_dataset, day)
+    return lake.partition_dir(settings.quarantine_root, settings.project.source.dataset, day)
 
 
 def expectation_parameters(settings: Settings, day: date) -> dict[str, Any]:
@@ -147,7 +148,7 @@ def _nested_exception_message(info: dict[str, Any]) -> str | None:
 def validate_training_set(settings: Settings, frame: pd.DataFrame) -> dict[str, Any]:
     """Check a point-in-time training set before any model sees it; raise naming failures."""
     training = settings.training
-    checkpoint = settings.dataset.training_checkpoint
+    checkpoint = settings.project.training_suite
     result = run_checkpoint(
         gx_context(settings),
         checkpoint,
@@ -167,40 +168,6 @@ def validate_training_set(settings: Settings, frame: pd.DataFrame) -> dict[str, 
             f"checkpoint '{checkpoint}':\n{listing}\nData Docs: {settings.data_docs_index}"
         )
     return result
-
-
-def contract_schema(context: Any, suite_name: str, timestamp: str) -> pa.Schema:
-    """The Arrow schema published files have: the suite's columns, each with the type its
-    `expect_column_values_to_be_in_type_list` names; the timestamp column in UTC."""
-    declared = {
-        expectation.column: expectation.type_list
-        for expectation in context.suites.get(suite_name).expectations
-        if expectation.expectation_type == "expect_column_values_to_be_in_type_list"
-    }
-    fields = []
-    for column in contract_columns(context, suite_name):
-        kinds = [
-            conform.SUITE_TYPES[k] for k in declared.get(column, []) if k in conform.SUITE_TYPES
-        ]
-        if column == timestamp:
-            fields.append(pa.field(column, conform.TIMESTAMP))
-        elif kinds:
-            fields.append(pa.field(column, kinds[0]))
-        else:
-            raise ConfigurationError(
-                f"suite {suite_name!r} names no type for column {column!r}: add an "
-                f"expect_column_values_to_be_in_type_list with one of {sorted(conform.SUITE_TYPES)}"
-            )
-    return pa.schema(fields)
-
-
-def contract_columns(context: Any, suite_name: str) -> list[str]:
-    """Columns the suite requires, in the order the suite names them."""
-    suite = context.suites.get(suite_name)
-    for expectation in suite.expectations:
-        if expectation.expectation_type == "expect_table_columns_to_match_set":
-            return list(expectation.column_set)
-    raise ValueError(f"suite {suite_name!r} has no expect_table_columns_to_match_set")
 
 
 def failed_expectations(result: dict[str, Any]) -> list[FailedExpectation]:
@@ -292,11 +259,11 @@ def validate_partition(
 ) -> ValidationOutcome:
     """Validate a landed raw partition; stage it if it passes, quarantine it if not."""
     files = raw_files(settings, day)
-    names = settings.dataset
-    label = f"{names.raw_dataset} date={day.isoformat()}"
+    project = settings.project
+    label = f"{project.source.dataset} date={day.isoformat()}"
     quarantine_dir = _quarantine_dir(settings, day)
     context = gx_context(settings)
-    schema = contract_schema(context, names.expectation_suite, names.timestamp)
+    schema = contract.arrow_schema(project)
     try:
         refuse_future_night(settings, day, now)
         table, extra = read_partition(files, schema)
@@ -305,7 +272,7 @@ def validate_partition(
         raise type(error)(f"{label} quarantined to {target}: {error}") from error
 
     result = run_checkpoint(
-        context, names.checkpoint, table.to_pandas(), expectation_parameters(settings, day)
+        context, project.raw_suite, table.to_pandas(), expectation_parameters(settings, day)
     )
     docs = str(settings.data_docs_index)
     if not result["success"]:
@@ -315,7 +282,7 @@ def validate_partition(
         listing = "\n".join(f"  - {failure}" for failure in failures)
         raise ValidationFailedError(
             f"{label} failed {len(failures)} expectation(s) of suite "
-            f"'{names.expectation_suite}' and was quarantined to {target}:\n{listing}\n"
+            f"'{project.raw_suite}' and was quarantined to {target}:\n{listing}\n"
             f"Data Docs: {docs}"
         )
 
@@ -323,8 +290,8 @@ def validate_partition(
         log.warning("%s: dropping columns the suite does not name: %s", label, extra)
     # Sorted by entity in small row groups, so a reader of a range of entities (a
     # scoring shard) skips the rest of the file using the row-group statistics.
-    contract = table.sort_by(names.entity)
-    staged = lake.write_table_atomic(contract, _staging_file(settings, day), ROW_GROUP_ROWS)
+    ordered = table.sort_by(project.entity.column)
+    staged = lake.write_table_atomic(ordered, _staging_file(settings, day), ROW_GROUP_ROWS)
     faults.crash_here(settings, "ingest.staged")
     return ValidationOutcome(
         day=day.isoformat(),

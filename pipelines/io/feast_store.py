@@ -32,7 +32,7 @@ def repo_config_dict(settings: Settings) -> dict[str, Any]:
         }
         online = {"type": "sqlite", "path": str(root / "online_store.db")}
     return {
-        "project": settings.feast.project,
+        "project": settings.feast_project,
         "provider": "local",
         "registry": registry,
         "online_store": online,

@@ -16,7 +16,7 @@ def raw_partition_in_lake(night: str | date | None) -> str:
 
     settings = load_settings()
     folder = lake.partition_dir(
-        settings.raw_root, settings.dataset.raw_dataset, contracts.as_night(night)
+        settings.raw_root, settings.project.source.dataset, contracts.as_night(night)
     )
     # Python's glob skips dot-names, so a file still being written aside is not "landed".
     return str(folder.relative_to(settings.lake_root) / "*.parquet")
@@ -34,10 +34,10 @@ def landing_alert(night: str | None, error: BaseException | None) -> str | None:
         return None
     settings = load_settings()
     day = contracts.as_night(night)
-    path = lake.partition_dir(settings.raw_root, settings.dataset.raw_dataset, day)
+    path = lake.partition_dir(settings.raw_root, settings.project.source.dataset, day)
     waited = timedelta(seconds=settings.schedule.landing_timeout_seconds)
     message = (
-        f"raw partition {settings.dataset.raw_dataset} date={day.isoformat()} has not landed "
+        f"raw partition {settings.project.source.dataset} date={day.isoformat()} has not landed "
         f"within {waited}: expected parquet files in {path}"
     )
     quarantined = validation.quarantine_result(settings, day)

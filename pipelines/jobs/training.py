@@ -47,11 +47,11 @@ def build_training_set(as_of: str | date | datetime, request: XCom) -> dict[str,
     validation.validate_training_set(settings, frame)
     path = _training_set_path(settings, contracts.as_night(as_of), registration.fingerprint(frame))
     lake.write_table_atomic(pa.Table.from_pandas(frame, preserve_index=False), path)
-    stamps = frame[settings.dataset.timestamp]
+    stamps = frame[settings.project.source.timestamp]
     return TrainingSet(
         path=str(path),
         rows=len(frame),
-        label_share=float(frame[settings.dataset.label].mean()),
+        label_share=float(frame[settings.project.label.column].mean()),
         start=stamps.min().isoformat(),
         end=stamps.max().isoformat(),
         request=checked,
@@ -78,7 +78,7 @@ def train_model(training_set: XCom, tags: dict[str, str] | None = None) -> dict[
 
     settings = load_settings()
     saved = TrainingSet.from_xcom(training_set)
-    tracking.close_abandoned_runs(settings, settings.training.model_name)
+    tracking.close_abandoned_runs(settings, settings.project.model.name)
     frame = pd.read_parquet(saved.path)
     labelled = {"reason": saved.request.reason, **(tags or {}), **tracking.process_tags()}
     hyperparameters = saved.request.hyperparameters
@@ -93,7 +93,7 @@ def _holdout(settings: Settings, training_set: TrainingSet) -> pd.DataFrame:
     frame = pd.read_parquet(training_set.path)
     training = settings.training
     return splits.split_by_time(
-        frame, settings.dataset.timestamp, training.validation_share, training.holdout_share
+        frame, settings.project.source.timestamp, training.validation_share, training.holdout_share
     ).holdout
 
 

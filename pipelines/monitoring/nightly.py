@@ -34,7 +34,7 @@ def load_reference_profile(settings: Settings, version: str) -> dict[str, Any]:
     import mlflow
 
     client = tracking.mlflow_client(settings)
-    run_id = client.get_model_version(settings.training.model_name, version).run_id
+    run_id = client.get_model_version(settings.project.model.name, version).run_id
     path = mlflow.artifacts.download_artifacts(
         run_id=run_id, artifact_path="reference_profile.json"
     )
@@ -45,25 +45,28 @@ def realized_performance(settings: Settings, day: date) -> dict[str, float] | No
     """ROC AUC and calibration of earlier predictions whose labels landed today."""
     from pipelines.training.model_metrics import classification_metrics
 
-    names = settings.dataset
-    labels_path = lake.partition_file(settings.raw_root, names.label_dataset, day)
+    names = settings.project
+    labels_path = lake.partition_file(settings.raw_root, names.label.dataset, day)
     if not labels_path.exists():
         return None
-    labels = pd.read_parquet(labels_path, columns=[names.entity, names.timestamp, names.label])
+    labels = pd.read_parquet(
+        labels_path, columns=[names.entity.column, names.source.timestamp, names.label.column]
+    )
     if labels.empty:
         return None
-    predicted_on = contracts.labelled_night(labels[names.timestamp].iloc[0])
+    predicted_on = contracts.labelled_night(labels[names.source.timestamp].iloc[0])
     predictions_path = publishing.partition(settings, publishing.PREDICTIONS, predicted_on)
     if not predictions_path.exists():
         return None
     predictions = pd.read_parquet(
-        predictions_path, columns=[names.entity, settings.scoring.score_column]
+        predictions_path, columns=[names.entity.column, settings.project.scoring.score_column]
     )
-    joined = labels.merge(predictions, on=names.entity)
-    if len(joined) < settings.drift.min_labelled_rows or joined[names.label].nunique() < 2:
+    joined = labels.merge(predictions, on=names.entity.column)
+    if len(joined) < settings.drift.min_labelled_rows or joined[names.label.column].nunique() < 2:
         return None
     metrics = classification_metrics(
-        joined[names.label].to_numpy(), joined[settings.scoring.score_column].to_numpy()
+        joined[names.label.column].to_numpy(),
+        joined[settings.project.scoring.score_column].to_numpy(),
     )
     return {**metrics, "rows": float(len(joined)), "predicted_on_ordinal": predicted_on.toordinal()}
 
@@ -71,19 +74,21 @@ def realized_performance(settings: Settings, day: date) -> dict[str, float] | No
 def check(settings: Settings, day: date) -> contracts.DriftReport:
     """Compare a scored night with the reference profile of the model that scored it."""
     predictions_path = publishing.partition(settings, publishing.PREDICTIONS, day)
-    features_path = lake.partition_file(settings.validated_root, settings.dataset.raw_dataset, day)
+    features_path = lake.partition_file(
+        settings.validated_root, settings.project.source.dataset, day
+    )
     for path in (predictions_path, features_path):
         if not path.exists():
             raise NoFeaturesError(f"nothing to check for {day.isoformat()}: {path} is missing")
     predictions = pq.read_table(
-        predictions_path, columns=["model_version", settings.scoring.score_column]
+        predictions_path, columns=["model_version", settings.project.scoring.score_column]
     ).to_pandas()
     version = str(predictions["model_version"].iloc[0])
     profile = load_reference_profile(settings, version)
     frame = pq.read_table(features_path, columns=list(profile["features"])).to_pandas()
     levels = settings.drift
     features = drift.feature_drift(profile, frame, settings)
-    scores = predictions[settings.scoring.score_column].to_numpy()
+    scores = predictions[settings.project.scoring.score_column].to_numpy()
     prediction_psi = drift.prediction_drift(profile, scores)
     prediction_level = (
         "too_few_rows"

@@ -74,13 +74,13 @@ def write_report(settings: Settings, report: contracts.DriftReport) -> Path:
     lake.write_json_atomic(asdict(report), target / "report.json")
     profile = load_reference_profile(settings, report.model_version)
     frame = pq.read_table(
-        lake.partition_file(settings.validated_root, settings.dataset.raw_dataset, day),
+        lake.partition_file(settings.validated_root, settings.project.source.dataset, day),
         columns=list(profile["features"]),
     ).to_pandas()
     scores = pq.read_table(
         publishing.partition(settings, publishing.PREDICTIONS, day),
-        columns=[settings.scoring.score_column],
-    )[settings.scoring.score_column].to_numpy()
+        columns=[settings.project.scoring.score_column],
+    )[settings.project.scoring.score_column].to_numpy()
     charts = [_feature_chart(profile, frame, item) for item in report.features]
     edges = np.asarray(profile["predictions"]["edges"])
     today, _ = np.histogram(scores, bins=edges)
@@ -124,7 +124,7 @@ def log_to_mlflow(settings: Settings, report: contracts.DriftReport) -> str:
 
     client = tracking.mlflow_client(settings)
     experiment = tracking.experiment_id(
-        settings, contracts.drift_experiment(settings.training.model_name)
+        settings, contracts.drift_experiment(settings.project.model.name)
     )
     runs = client.search_runs(
         [experiment], f"tags.model_version = '{report.model_version}'", max_results=1

@@ -81,7 +81,7 @@ def reject(
             return latest.alias_moves()[0]  # type: ignore[union-attr]
         client = tracking.mlflow_client(settings)
         client.set_model_version_tag(
-            settings.training.model_name, version, "rejected_because", reason
+            settings.project.model.name, version, "rejected_because", reason
         )
         before = alias_version(settings, CHALLENGER)
         move = PlannedMove(CHALLENGER, before, version)

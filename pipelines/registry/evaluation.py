@@ -10,8 +10,9 @@ import pandas as pd
 from pipelines.contracts import CHAMPION, GateDecision, InfraCheck
 from pipelines.errors import PromotionError
 from pipelines.io import tracking
+from pipelines.project import MetricThreshold
 from pipelines.registry.model_versions import alias_version, score
-from pipelines.settings import MetricThreshold, Settings
+from pipelines.settings import Settings
 
 
 def _at_least(value: float, bound: float) -> bool:
@@ -83,7 +84,7 @@ def evaluate(
     """
     from pipelines.training.model_metrics import classification_metrics
 
-    labels = holdout[settings.dataset.label].to_numpy()
+    labels = holdout[settings.project.label.column].to_numpy()
     candidate = classification_metrics(labels, score(settings, candidate_version, holdout))
     champion_version = alias_version(settings, CHAMPION)
     champion = (
@@ -91,7 +92,7 @@ def evaluate(
         if champion_version
         else None
     )
-    thresholds = thresholds_with_overrides(settings.gate.thresholds, overrides)
+    thresholds = thresholds_with_overrides(settings.project.model.gate, overrides)
     failures = check_thresholds(candidate, champion, thresholds)
     decision = GateDecision(
         passed=not failures,
@@ -111,7 +112,7 @@ def evaluate(
     }
     client = tracking.mlflow_client(settings)
     for key, value in tags.items():
-        client.set_model_version_tag(settings.training.model_name, candidate_version, key, value)
+        client.set_model_version_tag(settings.project.model.name, candidate_version, key, value)
     return decision
 
 

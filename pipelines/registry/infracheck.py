@@ -44,7 +44,7 @@ def infra_check(
         return InfraCheck(False, 0, 0.0, "model did not load or score: " + " | ".join(tail))
     result = InfraCheck(**json.loads(done.stdout.strip().splitlines()[-1]))
     client = tracking.mlflow_client(settings)
-    name = settings.training.model_name
+    name = settings.project.model.name
     client.set_model_version_tag(name, version, "infra_check.passed", str(result.passed).lower())
     client.set_model_version_tag(name, version, "infra_check.detail", result.detail)
     return result
@@ -69,7 +69,7 @@ def score_sample_here(settings: Settings, version: str, sample_path: Path) -> In
     import mlflow
 
     tracking.mlflow_client(settings)
-    uri = f"models:/{settings.training.model_name}/{version}"
+    uri = f"models:/{settings.project.model.name}/{version}"
     local = Path(mlflow.artifacts.download_artifacts(uri))
     megabytes = sum(p.stat().st_size for p in local.rglob("*") if p.is_file()) / 2**20
     sample = pd.read_parquet(sample_path)

@@ -62,9 +62,7 @@ class AuditRecord:
 
 
 def _audit_experiment(settings: Settings) -> str:
-    return tracking.experiment_id(
-        settings, contracts.audit_experiment(settings.training.model_name)
-    )
+    return tracking.experiment_id(settings, contracts.audit_experiment(settings.project.model.name))
 
 
 def records(settings: Settings, state: str | None = None) -> list[AuditRecord]:
@@ -95,7 +93,7 @@ def records(settings: Settings, state: str | None = None) -> list[AuditRecord]:
 def _carry_out(settings: Settings, record: AuditRecord) -> AuditRecord:
     """Move every alias of a journaled change (again, harmlessly), then close its record."""
     client = tracking.mlflow_client(settings)
-    name = settings.training.model_name
+    name = settings.project.model.name
     for move in record.moves:
         if move.to_version is None:
             if alias_version(settings, move.alias) is not None:

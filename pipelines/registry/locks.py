@@ -15,7 +15,7 @@ def registry_lock(settings: Settings) -> Iterator[None]:
     """Serialize alias moves: across hosts on Postgres when configured, else on this host."""
     lock_url = settings.registry_lock_url
     if lock_url:
-        with _advisory_lock(lock_url, f"mlflow-registry:{settings.training.model_name}"):
+        with _advisory_lock(lock_url, f"mlflow-registry:{settings.project.model.name}"):
             yield
         return
     path = settings.mlflow_root / "registry.lock"

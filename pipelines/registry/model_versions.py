@@ -16,7 +16,7 @@ def alias_version(settings: Settings, alias: str) -> str | None:
 
     client = tracking.mlflow_client(settings)
     try:
-        return str(client.get_model_version_by_alias(settings.training.model_name, alias).version)
+        return str(client.get_model_version_by_alias(settings.project.model.name, alias).version)
     except MlflowException:
         return None
 
@@ -27,7 +27,7 @@ def score(settings: Settings, version: str, frame: pd.DataFrame) -> np.ndarray:
 
     from pipelines.scoring import predictor
 
-    model = predictor.load_version(settings, f"models:/{settings.training.model_name}/{version}")
+    model = predictor.load_version(settings, f"models:/{settings.project.model.name}/{version}")
     rows = pa.Table.from_pandas(frame[model.inputs], preserve_index=False)
     return predictor.predict(model, rows)
 
@@ -35,7 +35,7 @@ def score(settings: Settings, version: str, frame: pd.DataFrame) -> np.ndarray:
 def _require_version(settings: Settings, version: str) -> None:
     from mlflow.exceptions import MlflowException
 
-    name = settings.training.model_name
+    name = settings.project.model.name
     try:
         tracking.mlflow_client(settings).get_model_version(name, version)
     except MlflowException as error:

@@ -40,24 +40,25 @@ def staged_table(settings: Settings, rows: pa.Table, scores: np.ndarray) -> pa.T
 
     The rest of a published row follows from these and the plan (`predictions_table`).
     """
-    names = settings.dataset
+    names = settings.project
     return pa.table(
         {
-            names.entity: rows.column(names.entity),
-            settings.scoring.score_column: pa.array(scores),
-            "feature_timestamp": rows.column(names.timestamp),
+            names.entity.column: rows.column(names.entity.column),
+            settings.project.scoring.score_column: pa.array(scores),
+            "feature_timestamp": rows.column(names.source.timestamp),
         }
     )
 
 
 def predictions_table(settings: Settings, scoring: ScoringPlan, staged: pa.Table) -> pa.Table:
     """The published columns of staged rows: keys, score, decision and lineage."""
-    names, out = settings.dataset, settings.scoring
+    names = settings.project
+    out = names.scoring
     count = staged.num_rows
     scores = pc.cast(staged.column(out.score_column), pa.float64())
     return pa.table(
         {
-            names.entity: staged.column(names.entity),
+            names.entity.column: staged.column(names.entity.column),
             out.score_column: scores,
             out.predicted_label_column: pc.greater_equal(scores, out.threshold),
             "model_name": _constant(scoring.model_name, count),
@@ -94,8 +95,8 @@ def _parquet_options(settings: Settings, schema: pa.Schema) -> dict[str, Any]:
     streams of zeros, which compress to nothing. Scores and feature timestamps are
     nearly all distinct, so a dictionary would only be dropped.
     """
-    entity = settings.dataset.entity
-    encodings = {settings.scoring.score_column: "BYTE_STREAM_SPLIT"}
+    entity = settings.project.entity.column
+    encodings = {settings.project.scoring.score_column: "BYTE_STREAM_SPLIT"}
     if pa.types.is_integer(schema.field(entity).type):
         encodings[entity] = "DELTA_BINARY_PACKED"
     return {

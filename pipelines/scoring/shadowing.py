@@ -31,11 +31,12 @@ def agreement(settings: Settings, day: date) -> dict[str, float | None]:
     """
     from scipy.stats import spearmanr
 
-    names, out = settings.dataset, settings.scoring
-    columns = [names.entity, out.score_column, out.predicted_label_column]
+    names = settings.project
+    out = names.scoring
+    columns = [names.entity.column, out.score_column, out.predicted_label_column]
     champion = pq.read_table(partition(settings, PREDICTIONS, day), columns=columns).to_pandas()
     shadow = pq.read_table(partition(settings, SHADOW_PREDICTIONS, day), columns=columns)
-    both = champion.merge(shadow.to_pandas(), on=names.entity, suffixes=("", "_shadow"))
+    both = champion.merge(shadow.to_pandas(), on=names.entity.column, suffixes=("", "_shadow"))
     scores, shadow_scores = both[out.score_column], both[f"{out.score_column}_shadow"]
     labels = both[out.predicted_label_column]
     constant = scores.nunique() < 2 or shadow_scores.nunique() < 2
@@ -65,7 +66,7 @@ def shadow_score(settings: Settings, champion: ScoringPlan) -> dict[str, Any]:
     published = publish(settings, scoring, SHADOW_PREDICTIONS)
     metrics = agreement(settings, day)
     experiment = tracking.experiment_id(
-        settings, contracts.shadow_experiment(settings.training.model_name)
+        settings, contracts.shadow_experiment(settings.project.model.name)
     )
     with mlflow.start_run(experiment_id=experiment, run_name=f"shadow-{champion.day}"):
         mlflow.set_tags(

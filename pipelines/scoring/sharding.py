@@ -143,7 +143,7 @@ def _shards_in_memory(
 def plan(settings: Settings, day: date, alias: str = contracts.CHAMPION) -> ScoringPlan:
     """Resolve the model version once and split the night's customers into shards."""
     version = model_versions.alias_version(settings, alias)
-    name = settings.training.model_name
+    name = settings.project.model.name
     if version is None:
         raise NoChampionError(
             f"registered model '{name}' has no '{alias}' alias: train and promote a model "
@@ -154,12 +154,12 @@ def plan(settings: Settings, day: date, alias: str = contracts.CHAMPION) -> Scor
     # Where the version's files are: shards load them without asking the registry again.
     model_uri = client.get_model_version_download_uri(name, version)
     store = feast_store.feature_store(settings)
-    ttl = store.get_feature_view(settings.dataset.feature_view).ttl
+    ttl = store.get_feature_view(settings.project.source.feature_view).ttl
     at = contracts.midnight_after(day)
     files = _window_files(settings, at, ttl)
     if not files:
         raise NoFeaturesError(f"no validated features within {ttl} before {at.isoformat()}")
-    entity, sizing = settings.dataset.entity, settings.scoring
+    entity, sizing = settings.project.entity.column, settings.scoring
     shards = _shards_from_statistics(files, entity, sizing.shard_rows, sizing.max_shards)
     if shards is None:
         shards = _shards_in_memory(files, entity, sizing.shard_rows, sizing.max_shards)
@@ -186,9 +186,11 @@ def shard_features(
 
     Text features come dictionary-encoded, as the files store them.
     """
-    names = settings.dataset
+    names = settings.project
     at = datetime.fromisoformat(scoring.as_of)
     ttl = timedelta(seconds=scoring.feature_ttl_seconds)
-    window = point_in_time.Window(names.entity, names.timestamp, at - ttl, at, (first, last))
+    window = point_in_time.Window(
+        names.entity.column, names.source.timestamp, at - ttl, at, (first, last)
+    )
     files = _window_files(settings, at, ttl)
     return point_in_time.latest_rows(files, window, columns, text_as_dictionary=True)

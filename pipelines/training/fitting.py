@@ -20,17 +20,17 @@ from pipelines import contracts
 from pipelines.training.splits import FeatureSpec, TimeSplit
 
 # The hyperparameters a run may override, with their bounds: the contract's (defaults:
-# `TrainingSettings.hyperparameters`).
+# the project's `model.hyperparameters`).
 HYPERPARAMETERS = contracts.HYPERPARAMETER_BOUNDS
 
 
 def merge_hyperparameters(
     defaults: dict[str, Any], overrides: dict[str, Any] | None
 ) -> dict[str, Any]:
-    """Settings' hyperparameters with per-run overrides, checked against the contract's
+    """The project's hyperparameters with per-run overrides, checked against the contract's
     bounds (unknown names, text, NaN, infinities: a `ConfigurationError` naming the field)."""
     return {
-        **contracts.check_hyperparameters(defaults, "training.hyperparameters"),
+        **contracts.check_hyperparameters(defaults, "model.hyperparameters"),
         **contracts.check_hyperparameters(overrides or {}),
     }
 

@@ -60,15 +60,15 @@ def _figures(model: Pipeline, holdout: pd.DataFrame, spec: FeatureSpec, label: s
 
 def _lineage(settings: Settings, training_frame: pd.DataFrame, split: TimeSplit) -> dict[str, str]:
     """Tags tying a run and its version to their training set and code."""
-    names = settings.dataset
-    stamps = training_frame[names.timestamp]
+    names = settings.project
+    stamps = training_frame[names.source.timestamp]
     return {
-        "feature_service": names.feature_service,
+        "feature_service": names.model.feature_service,
         "training_set.fingerprint": fingerprint(training_frame),
         "training_set.rows": str(len(training_frame)),
         "training_set.start": stamps.min().isoformat(),
         "training_set.end": stamps.max().isoformat(),
-        "holdout.start": split.holdout[names.timestamp].min().isoformat(),
+        "holdout.start": split.holdout[names.source.timestamp].min().isoformat(),
         "code_version": tracking.code_version(settings.project_root) or "unknown",
     }
 
@@ -84,13 +84,13 @@ def _log_inputs(
     import mlflow
     from mlflow.data.pandas_dataset import from_pandas
 
-    names = settings.dataset
-    window_days = training_frame[names.timestamp].dt.date.nunique()
+    names = settings.project
+    window_days = training_frame[names.source.timestamp].dt.date.nunique()
     mlflow.log_params({**hyperparameters, "window_days": window_days, "features": spec.columns})
     dataset = from_pandas(
         training_frame,
-        name=f"{names.feature_service}-training-set",
-        targets=names.label,
+        name=f"{names.model.feature_service}-training-set",
+        targets=names.label.column,
         digest=lineage["training_set.fingerprint"],
     )
     mlflow.log_input(dataset, context="training")
@@ -102,7 +102,7 @@ def _log_model(settings: Settings, model: Pipeline, split: TimeSplit, spec: Feat
     import mlflow
     from mlflow.models import infer_signature
 
-    for name, figure in _figures(model, split.holdout, spec, settings.dataset.label).items():
+    for name, figure in _figures(model, split.holdout, spec, settings.project.label.column).items():
         mlflow.log_figure(figure, f"plots/{name}")
         plt.close(figure)
     example = split.holdout[spec.columns].head(5)
@@ -115,7 +115,7 @@ def _log_model(settings: Settings, model: Pipeline, split: TimeSplit, spec: Feat
         metadata=encoding.declare(
             model.named_steps["encode"], spec.columns, spec.categorical
         ).to_metadata(),
-        registered_model_name=settings.training.model_name,
+        registered_model_name=settings.project.model.name,
         skops_trusted_types=SKOPS_TRUSTED_TYPES,
     )
 
@@ -137,15 +137,17 @@ def train_and_register(
     """Train on a point-in-time set; log everything to MLflow; register a new version."""
     import mlflow
 
-    names, training = settings.dataset, settings.training
-    hyperparameters = merge_hyperparameters(training.hyperparameters, hyperparameter_overrides)
-    spec = feature_spec(training_frame, [names.entity, names.timestamp, names.label])
-    split = split_by_time(
-        training_frame, names.timestamp, training.validation_share, training.holdout_share
+    names, training = settings.project, settings.training
+    hyperparameters = merge_hyperparameters(names.model.hyperparameters, hyperparameter_overrides)
+    spec = feature_spec(
+        training_frame, [names.entity.column, names.source.timestamp, names.label.column]
     )
-    model = fit(split, spec, names.label, hyperparameters, training.random_seed)
-    holdout_scores, holdout_metrics = _scored(model, split.holdout, spec, names.label)
-    _, validation_metrics = _scored(model, split.validation, spec, names.label)
+    split = split_by_time(
+        training_frame, names.source.timestamp, training.validation_share, training.holdout_share
+    )
+    model = fit(split, spec, names.label.column, hyperparameters, training.random_seed)
+    holdout_scores, holdout_metrics = _scored(model, split.holdout, spec, names.label.column)
+    _, validation_metrics = _scored(model, split.validation, spec, names.label.column)
     profile = profiling.reference_profile(
         split.train[spec.columns],
         spec.categorical,
@@ -156,10 +158,8 @@ def train_and_register(
     )
     lineage = _lineage(settings, training_frame, split)
     tracking.mlflow_client(settings)
-    experiment = tracking.experiment_id(
-        settings, contracts.training_experiment(training.model_name)
-    )
-    last_day = training_frame[names.timestamp].max().date()
+    experiment = tracking.experiment_id(settings, contracts.training_experiment(names.model.name))
+    last_day = training_frame[names.source.timestamp].max().date()
     with mlflow.start_run(experiment_id=experiment, run_name=f"train-{last_day}") as run:
         mlflow.set_tags({**lineage, **(tags or {})})
         if lineage["code_version"] != "unknown":
@@ -173,11 +173,11 @@ def train_and_register(
     version = str(info.registered_model_version)
     client = tracking.mlflow_client(settings)
     for key, value in lineage.items():
-        client.set_model_version_tag(training.model_name, version, key, value)
+        client.set_model_version_tag(names.model.name, version, key, value)
     return TrainedModel(
         run_id=run.info.run_id,
-        model_name=training.model_name,
+        model_name=names.model.name,
         version=version,
-        model_uri=f"models:/{training.model_name}/{version}",
+        model_uri=f"models:/{names.model.name}/{version}",
         metrics={f"holdout_{k}": v for k, v in holdout_metrics.items()},
     )

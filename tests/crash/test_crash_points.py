@@ -242,7 +242,7 @@ def test_a_killed_training_run_is_closed_as_failed_by_the_next_one(template, tmp
     # Given a training task killed while its MLflow run is open
     settings = _world(template, tmp_path / "world", monkeypatch)
     client = tracking.mlflow_client(settings)
-    experiment = client.get_experiment_by_name(settings.training.model_name).experiment_id
+    experiment = client.get_experiment_by_name(settings.project.model.name).experiment_id
     child = _child("train")
 
     def running() -> list[Any]:

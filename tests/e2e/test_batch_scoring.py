@@ -72,10 +72,12 @@ def test_two_nights_publish_one_complete_partition_each(scoring):
     for day in NIGHTS:
         frame = _predictions(settings, day)
         assert len(frame) == settings.synthetic.customers
-        assert frame[settings.dataset.entity].is_unique
-        assert frame[settings.scoring.score_column].between(0, 1).all()
-        expected = frame[settings.scoring.score_column] >= settings.scoring.threshold
-        assert (frame[settings.scoring.predicted_label_column] == expected).all()
+        assert frame[settings.project.entity.column].is_unique
+        assert frame[settings.project.scoring.score_column].between(0, 1).all()
+        expected = (
+            frame[settings.project.scoring.score_column] >= settings.project.scoring.threshold
+        )
+        assert (frame[settings.project.scoring.predicted_label_column] == expected).all()
     # each night announces its predictions as that night's partition
     events = asset_events(api, contracts.PREDICTIONS)
     assert [e["partition_key"] for e in events] == [str(day) for day in NIGHTS]
@@ -89,9 +91,9 @@ def test_lineage_columns_name_the_model_and_the_features_used(scoring):
     day = NIGHTS[-1]
     frame = _predictions(settings, day)
     client = tracking.mlflow_client(settings)
-    version = client.get_model_version(settings.training.model_name, "1")
+    version = client.get_model_version(settings.project.model.name, "1")
 
-    assert set(frame["model_name"]) == {settings.training.model_name}
+    assert set(frame["model_name"]) == {settings.project.model.name}
     assert set(frame["model_version"]) == {"1"}
     assert set(frame["model_run_id"]) == {version.run_id}
     as_of = contracts.midnight_after(day)
@@ -122,22 +124,25 @@ def test_scored_features_equal_what_feast_returns(scoring):
         settings, plan, plan.shards[0]["first"], plan.shards[-1]["last"], columns
     )
     # (text features come dictionary-encoded, as parquet stores them: compare their values)
-    ours = ours.to_pandas().set_index(settings.dataset.entity).sort_index()
+    ours = ours.to_pandas().set_index(settings.project.entity.column).sort_index()
     ours = ours.astype({name: object for name in ours.select_dtypes("category").columns})
     sample = ours.sample(50, random_state=1).index
 
     # When Feast's own point-in-time retrieval serves the same customers at the same time
     store = feast_store.feature_store(settings)
     entity_df = pd.DataFrame(
-        {settings.dataset.entity: sample, settings.dataset.timestamp: contracts.midnight_after(day)}
+        {
+            settings.project.entity.column: sample,
+            settings.project.source.timestamp: contracts.midnight_after(day),
+        }
     )
     feast_rows = (
         store.get_historical_features(
             entity_df=entity_df,
-            features=store.get_feature_service(settings.dataset.feature_service),
+            features=store.get_feature_service(settings.project.model.feature_service),
         )
         .to_df()
-        .set_index(settings.dataset.entity)
+        .set_index(settings.project.entity.column)
         .sort_index()
     )
 
@@ -146,10 +151,10 @@ def test_scored_features_equal_what_feast_returns(scoring):
     pd.testing.assert_frame_equal(
         ours.loc[sample.sort_values(), columns], feast_rows[columns], check_dtype=False
     )
-    published = _predictions(settings, day).set_index(settings.dataset.entity)
+    published = _predictions(settings, day).set_index(settings.project.entity.column)
     expected = model.pipeline.predict_proba(feast_rows[columns])[:, 1].astype(np.float64)
     np.testing.assert_array_equal(
-        published.loc[feast_rows.index, settings.scoring.score_column], expected
+        published.loc[feast_rows.index, settings.project.scoring.score_column], expected
     )
 
 
@@ -180,7 +185,7 @@ def test_shadow_scoring_writes_its_output_and_agreement(scoring):
     assert set(shadow["model_version"]) == {"2"} and len(shadow) == settings.synthetic.customers
     client = tracking.mlflow_client(settings)
     experiment = client.get_experiment_by_name(
-        contracts.shadow_experiment(settings.training.model_name)
+        contracts.shadow_experiment(settings.project.model.name)
     )
     (run,) = client.search_runs([experiment.experiment_id], f"tags.date = '{day}'", max_results=1)
     assert {"rank_correlation", "mean_absolute_difference", "flipped_label_share"} <= set(
@@ -248,7 +253,7 @@ def test_no_champion_is_a_clear_error_and_writes_nothing(scoring):
     settings, api = scoring
     day = date(2026, 2, 10)
     client = tracking.mlflow_client(settings)
-    name = settings.training.model_name
+    name = settings.project.model.name
     # Given no model holds the champion alias
     client.delete_registered_model_alias(name, contracts.CHAMPION)
     try:

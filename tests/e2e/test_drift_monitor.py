@@ -48,7 +48,7 @@ def monitored_world(labelled_world):
         frame = synthetic.activity(settings.synthetic, day)
         lake.write_table_atomic(
             pa.Table.from_pandas(frame, schema=synthetic.ACTIVITY_SCHEMA, preserve_index=False),
-            lake.partition_file(settings.validated_root, settings.dataset.raw_dataset, day),
+            lake.partition_file(settings.validated_root, settings.project.source.dataset, day),
         )
     quiet = [LAST_HISTORY_DAY - timedelta(days=n) for n in range(20)]
     for day in [*quiet, DRIFT_START, DRIFT_START + timedelta(days=1)]:
@@ -101,7 +101,7 @@ def test_every_night_is_logged_to_mlflow_as_a_time_series(monitored_world):
     settings, _ = monitored_world
     client = tracking.mlflow_client(settings)
     experiment = client.get_experiment_by_name(
-        contracts.drift_experiment(settings.training.model_name)
+        contracts.drift_experiment(settings.project.model.name)
     )
     (run,) = client.search_runs([experiment.experiment_id], "tags.model_version = '1'")
 

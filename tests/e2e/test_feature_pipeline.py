@@ -67,7 +67,7 @@ def _online_rows(settings) -> list[tuple]:
     if not path.exists():
         return []
     with sqlite3.connect(path) as connection:
-        table = f"{settings.feast.project}_{settings.dataset.feature_view}"
+        table = f"{settings.feast_project}_{settings.project.source.feature_view}"
         return sorted(connection.execute(f'select * from "{table}"').fetchall())
 
 
@@ -98,7 +98,7 @@ def test_three_nights_leave_each_customers_latest_features_online(airflow):
     store = feast_store.feature_store(settings)
     online = (
         store.get_online_features(
-            features=store.get_feature_service(settings.dataset.feature_service),
+            features=store.get_feature_service(settings.project.model.feature_service),
             entity_rows=[{"customer_id": int(i)} for i in expected.index],
         )
         .to_df()
@@ -142,10 +142,12 @@ def test_a_faulty_partition_stops_at_the_gate_and_changes_nothing(airflow, fault
     assert tasks["validate"] == "failed"
     assert tasks["publish"] == tasks["materialize"] == "upstream_failed"
     # ... the partition sits in quarantine with its result beside it
-    quarantine = lake.partition_dir(settings.quarantine_root, settings.dataset.raw_dataset, bad_day)
+    quarantine = lake.partition_dir(
+        settings.quarantine_root, settings.project.source.dataset, bad_day
+    )
     assert (quarantine / lake.RESULT_FILE).exists() and (quarantine / lake.PART_FILE).exists()
     assert not lake.partition_file(
-        settings.raw_root, settings.dataset.raw_dataset, bad_day
+        settings.raw_root, settings.project.source.dataset, bad_day
     ).exists()
     # ... the online store and the validated zone are unchanged
     assert _online_rows(settings) == online_before

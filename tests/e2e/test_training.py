@@ -46,7 +46,7 @@ def _events(asset: str, run_id: str) -> list[dict]:
 
 def _tags(settings, version: str) -> dict[str, str]:
     client = tracking.mlflow_client(settings)
-    return client.get_model_version(settings.training.model_name, version).tags
+    return client.get_model_version(settings.project.model.name, version).tags
 
 
 def test_first_run_trains_tracks_and_promotes_a_champion(labelled_world, training_dag):
@@ -62,14 +62,14 @@ def test_first_run_trains_tracks_and_promotes_a_champion(labelled_world, trainin
     assert _events("model_promoted", outcome.run_id) == [{"version": "1", "previous": None}]
     # ... with everything a reviewer needs in MLflow
     client = tracking.mlflow_client(settings)
-    version = client.get_model_version(settings.training.model_name, "1")
+    version = client.get_model_version(settings.project.model.name, "1")
     run = client.get_run(version.run_id)
     assert {"holdout_roc_auc", "holdout_pr_auc", "holdout_log_loss", "holdout_brier"} <= set(
         run.data.metrics
     )
     assert "holdout_calibration_error" in run.data.metrics
     assert run.data.tags["reason"] == "first model"
-    assert run.data.tags["feature_service"] == settings.dataset.feature_service
+    assert run.data.tags["feature_service"] == settings.project.model.feature_service
     assert len(run.data.tags["training_set.fingerprint"]) == 16
     assert run.inputs.dataset_inputs, "the training set is logged as an mlflow.data dataset"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}

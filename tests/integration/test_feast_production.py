@@ -36,8 +36,8 @@ def materialize_every_day(settings: Settings) -> dict[str, list]:
     for day in DAYS:
         window = materialization.materialization_window(settings, *contracts.night_interval(day))
         materialization.materialize_window(settings, *window, store=store)
-    service = store.get_feature_service(settings.dataset.feature_service)
-    rows = [{settings.dataset.entity: i} for i in range(CUSTOMERS)]
+    service = store.get_feature_service(settings.project.model.feature_service)
+    rows = [{settings.project.entity.column: i} for i in range(CUSTOMERS)]
     return store.get_online_features(features=service, entity_rows=rows).to_dict()
 
 

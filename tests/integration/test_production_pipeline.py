@@ -179,7 +179,7 @@ def test_mlflow_on_postgres_trains_registers_gates_promotes_and_loads_by_alias(
     version = outcome["candidate"]["version"]
     assert outcome["gate"]["passed"] and outcome["infra_check"]["passed"], outcome
     client = tracking.mlflow_client(settings)
-    name = settings.training.model_name
+    name = settings.project.model.name
     assert client.get_model_version_by_alias(name, contracts.CHAMPION).version == version
     assert [move.to_version for move in journal.history(settings)] == [version]
     run = client.get_run(client.get_model_version(name, version).run_id)
@@ -191,7 +191,7 @@ def test_mlflow_on_postgres_trains_registers_gates_promotes_and_loads_by_alias(
 
     model = mlflow.sklearn.load_model(f"models:/{name}@{contracts.CHAMPION}")
     frame = pq.read_table(
-        lake.partition_file(settings.validated_root, settings.dataset.raw_dataset, SCORED_DAY)
+        lake.partition_file(settings.validated_root, settings.project.source.dataset, SCORED_DAY)
     ).to_pandas()
     inputs = frame[list(model.feature_names_in_)]
     probabilities = model.predict_proba(inputs)[:, 1]
@@ -202,7 +202,7 @@ def test_alias_moves_take_a_postgres_advisory_lock_across_sessions(production_wo
     import psycopg2
 
     settings = production_world.settings
-    key = locks.advisory_lock_key(f"mlflow-registry:{settings.training.model_name}")
+    key = locks.advisory_lock_key(f"mlflow-registry:{settings.project.model.name}")
     other_host = psycopg2.connect(settings.registry_lock_url)
     other_host.autocommit = True
 

@@ -281,7 +281,7 @@ def test_every_landed_night_is_scored_exactly_once_under_the_real_scheduler(worl
 
     # The invalid night is quarantined, with exactly one alert, and its log says why
     quarantine = lake.partition_dir(
-        settings.quarantine_root, settings.dataset.raw_dataset, nights["invalid"]
+        settings.quarantine_root, settings.project.source.dataset, nights["invalid"]
     )
     assert (quarantine / lake.RESULT_FILE).exists()
     assert [(a["task_id"], a["partition_key"]) for a in alerts(settings)] == [
@@ -295,7 +295,7 @@ def test_every_landed_night_is_scored_exactly_once_under_the_real_scheduler(worl
     assert training["dag_run_id"] == contracts.retrain_run_id(drift_key)
     assert training["state"] == "success"
     client = tracking.mlflow_client(settings)
-    experiment = client.get_experiment_by_name(settings.training.model_name)
+    experiment = client.get_experiment_by_name(settings.project.model.name)
     (mlflow_run,) = client.search_runs(
         [experiment.experiment_id], f"tags.`airflow.run_id` = '{training['dag_run_id']}'"
     )

@@ -131,12 +131,12 @@ def test_a_day_is_exactly_yyyy_mm_dd(text, day):
 
 
 def test_the_settings_default_hyperparameters_are_within_the_contracts_bounds():
-    defaults = Settings().training.hyperparameters
+    defaults = Settings().project.model.hyperparameters
     assert contracts.check_hyperparameters(defaults) == defaults
 
 
 def test_the_gate_judges_only_metrics_of_the_contract_within_their_bounds():
-    for rule in Settings().gate.thresholds:
+    for rule in Settings().project.model.gate:
         assert rule.metric in contracts.GATE_METRIC_RANGES
         given = {
             name: value

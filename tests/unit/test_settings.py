@@ -30,7 +30,7 @@ def test_defaults_are_the_embedded_profile(clean_env):
     assert settings.synthetic == SyntheticSettings()
     assert settings.synthetic.customers == 5_000
     assert settings.feast.materialize_overlap == timedelta(hours=1)
-    assert settings.dataset.entity == "customer_id"
+    assert settings.project.entity.column == "customer_id"
 
 
 def test_every_written_path_lives_under_the_state_root(settings):
@@ -83,7 +83,7 @@ def test_environment_overrides_top_level_and_nested_fields(clean_env, tmp_path):
     assert settings.feast.materialize_overlap == timedelta(hours=3)
     # Fields not named in the environment keep their defaults.
     assert settings.synthetic.seed == SyntheticSettings().seed
-    assert settings.feast.project == "churn"
+    assert settings.feast_project == settings.project.name == "demo"
 
 
 def test_the_settings_fixture_comes_from_the_environment(settings, tmp_path):

@@ -27,7 +27,7 @@ def midnight(day: date) -> pd.Timestamp:
 
 
 def read_activity(settings, day: date) -> pd.DataFrame:
-    path = lake.partition_file(settings.raw_root, settings.dataset.raw_dataset, day)
+    path = lake.partition_file(settings.raw_root, settings.project.source.dataset, day)
     return pq.read_table(path).to_pandas()
 
 

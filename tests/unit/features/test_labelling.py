@@ -45,7 +45,7 @@ def publish_activity(settings, rows: list[dict]) -> None:
     for day, part in frame.groupby(frame["event_timestamp"].dt.date):
         lake.write_table_atomic(
             pa.Table.from_pandas(part, schema=ACTIVITY_SCHEMA, preserve_index=False),
-            lake.partition_file(settings.validated_root, settings.dataset.raw_dataset, day),
+            lake.partition_file(settings.validated_root, settings.project.source.dataset, day),
         )
 
 
@@ -163,7 +163,7 @@ def land_labels(settings) -> None:
         labels = synthetic.labels(settings.synthetic, landing_day)
         lake.write_table_atomic(
             pa.Table.from_pandas(labels, schema=LABEL_SCHEMA, preserve_index=False),
-            lake.partition_file(settings.raw_root, settings.dataset.label_dataset, landing_day),
+            lake.partition_file(settings.raw_root, settings.project.label.dataset, landing_day),
         )
 
 

@@ -60,7 +60,7 @@ def online_rows(settings):
     path = settings.feast_root / "online_store.db"
     with sqlite3.connect(path) as connection:
         return connection.execute(
-            f"SELECT * FROM {settings.feast.project}_{VIEW} ORDER BY entity_key, feature_name"
+            f"SELECT * FROM {settings.feast_project}_{VIEW} ORDER BY entity_key, feature_name"
         ).fetchall()
 
 
@@ -161,7 +161,7 @@ def test_apply_repo_writes_its_state_under_the_state_root(settings):
     config_file = settings.state_root / "feast" / "feature_store.yaml"
     config = yaml.safe_load(config_file.read_text())
     assert config == feast_store.repo_config_dict(settings)
-    assert config["project"] == "churn"
+    assert config["project"] == settings.project.name == "demo"
     assert config["registry"]["path"] == str(settings.feast_root / "registry.db")
     assert config["online_store"] == {
         "type": "sqlite",
@@ -371,7 +371,7 @@ def test_an_older_night_run_after_newer_ones_keeps_the_newest_values_online(lake
     assert online_rows(settings) == before
     # And entities the store had never seen are written
     with sqlite3.connect(settings.feast_root / "online_store.db") as connection:
-        table = f"{settings.feast.project}_{VIEW}"
+        table = f"{settings.feast_project}_{VIEW}"
         keys = [row[0] for row in connection.execute(f'select distinct entity_key from "{table}"')]
         connection.execute(f'delete from "{table}" where entity_key = ?', (keys[0],))
     refilled = materialization.materialize_window(settings, *windows[0], store=store)

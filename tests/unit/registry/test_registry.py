@@ -21,8 +21,9 @@ from pipelines import contracts
 from pipelines.demo import synthetic
 from pipelines.errors import PromotionError
 from pipelines.io import tracking
+from pipelines.project import MetricThreshold, load_project
 from pipelines.registry import alias_moves, evaluation, infracheck, journal, model_versions
-from pipelines.settings import GateSettings, MetricThreshold, Settings, load_settings
+from pipelines.settings import Settings, load_settings
 from pipelines.training import registration, splits
 
 # The gate's arithmetic -----------------------------------------------------------------------
@@ -155,7 +156,7 @@ def test_check_thresholds_fails_naming_the_metric_and_the_numbers(
 
 def test_check_thresholds_reports_every_metric_that_misses():
     # Given the default gate, a champion, and a candidate worse on both metrics
-    thresholds = GateSettings().thresholds
+    thresholds = load_project("demo").model.gate
     champion = {"roc_auc": 0.8, "log_loss": 0.4}
     candidate = {"roc_auc": 0.79, "log_loss": 0.41, "brier": 0.2}
 
@@ -168,7 +169,7 @@ def test_check_thresholds_reports_every_metric_that_misses():
 
 def test_check_thresholds_of_a_first_model_applies_only_value_thresholds():
     # Given the default gate and no champion
-    thresholds = GateSettings().thresholds
+    thresholds = load_project("demo").model.gate
 
     # When a good and a poor first model are checked
     good = evaluation.check_thresholds({"roc_auc": 0.7, "log_loss": 0.5}, None, thresholds)
@@ -187,7 +188,7 @@ def test_check_thresholds_of_a_first_model_applies_only_value_thresholds():
 
 def test_thresholds_with_overrides_changes_only_the_named_metric():
     # Given the default gate
-    defaults = GateSettings().thresholds
+    defaults = load_project("demo").model.gate
 
     # When a run raises the ROC AUC floor
     changed = evaluation.thresholds_with_overrides(defaults, {"roc_auc": {"threshold": 0.9}})
@@ -202,7 +203,7 @@ def test_thresholds_with_overrides_changes_only_the_named_metric():
 
 
 def test_thresholds_without_overrides_are_the_defaults():
-    defaults = GateSettings().thresholds
+    defaults = load_project("demo").model.gate
 
     assert evaluation.thresholds_with_overrides(defaults, None) == defaults
     assert evaluation.thresholds_with_overrides(defaults, {}) == defaults
@@ -211,7 +212,7 @@ def test_thresholds_without_overrides_are_the_defaults():
 def test_override_of_an_unknown_metric_is_a_promotion_error():
     with pytest.raises(PromotionError, match="unknown metric 'accuracy'"):
         evaluation.thresholds_with_overrides(
-            GateSettings().thresholds, {"accuracy": {"threshold": 0.9}}
+            load_project("demo").model.gate, {"accuracy": {"threshold": 0.9}}
         )
 
 
@@ -228,7 +229,7 @@ def test_override_of_an_unknown_metric_is_a_promotion_error():
 )
 def test_invalid_override_is_a_validation_error(changes):
     with pytest.raises(ValidationError):
-        evaluation.thresholds_with_overrides(GateSettings().thresholds, {"roc_auc": changes})
+        evaluation.thresholds_with_overrides(load_project("demo").model.gate, {"roc_auc": changes})
 
 
 # A real registry -----------------------------------------------------------------------------
@@ -279,9 +280,9 @@ def trained(tmp_path_factory) -> Trained:
             settings, frame, {"n_estimators": 2, "max_depth": 1, "learning_rate": 0.05}
         )
         client = tracking.mlflow_client(settings)
-        registered = client.get_model_version(settings.training.model_name, strong.version)
+        registered = client.get_model_version(settings.project.model.name, strong.version)
         twin = client.create_model_version(
-            settings.training.model_name,
+            settings.project.model.name,
             registered.source,
             run_id=registered.run_id,
             model_id=registered.model_id,
@@ -311,7 +312,7 @@ def aliases(settings: Settings) -> dict[str, str | None]:
 
 def version_tags(settings: Settings, version: str) -> dict[str, str]:
     client = tracking.mlflow_client(settings)
-    return client.get_model_version(settings.training.model_name, version).tags
+    return client.get_model_version(settings.project.model.name, version).tags
 
 
 def moved(moves: list[contracts.AliasMove]) -> list[tuple[str, str, str | None, str | None]]:
@@ -465,7 +466,7 @@ def test_a_rollback_killed_between_its_moves_is_completed_by_its_retry(registry,
     alias_moves.promote(registry, trained.weak, trained.strong, "retrained", "alice")
     target = alias_moves.rollback_target(registry, None)
     client = tracking.mlflow_client(registry)
-    client.set_registered_model_alias(registry.training.model_name, "champion", trained.strong)
+    client.set_registered_model_alias(registry.project.model.name, "champion", trained.strong)
 
     # When its retry runs
     moves = alias_moves.apply_rollback(registry, target, "scores look wrong", "oncall")

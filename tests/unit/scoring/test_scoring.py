@@ -34,7 +34,7 @@ def _publish_day(settings, day: date, frame: pd.DataFrame | None = None) -> None
     frame = synthetic.activity(settings.synthetic, day) if frame is None else frame
     lake.write_table_atomic(
         pa.Table.from_pandas(frame, schema=synthetic.ACTIVITY_SCHEMA, preserve_index=False),
-        lake.partition_file(settings.validated_root, settings.dataset.raw_dataset, day),
+        lake.partition_file(settings.validated_root, settings.project.source.dataset, day),
     )
 
 
@@ -93,7 +93,7 @@ def test_no_features_in_the_window_is_a_clear_error(world):
 def test_shard_features_are_point_in_time_within_the_ttl(world):
     # Given customer A with a row after the scoring time, and B whose only row is stale
     settings = world
-    entity = settings.dataset.entity
+    entity = settings.project.entity.column
     plan = sharding.plan(settings, DAY)
     frame = synthetic.activity(settings.synthetic, DAY + timedelta(days=1))
     frame["event_timestamp"] = pd.Timestamp(contracts.midnight_after(DAY)) + pd.Timedelta(hours=1)

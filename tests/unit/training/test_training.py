@@ -11,6 +11,7 @@ import pytest
 from pipelines import contracts
 from pipelines.demo import synthetic
 from pipelines.errors import ConfigurationError
+from pipelines.project import load_project
 from pipelines.settings import SyntheticSettings, TrainingSettings
 from pipelines.training import fitting, model_metrics, registration, splits
 
@@ -97,7 +98,7 @@ def test_too_few_days_to_split_is_a_configuration_error(days):
 
 def test_merge_hyperparameters_overrides_and_casts_without_touching_the_defaults():
     # Given the settings' defaults
-    defaults = dict(TrainingSettings().hyperparameters)
+    defaults = dict(load_project("demo").model.hyperparameters)
     before = dict(defaults)
 
     # When a run overrides two of them (the integer as JSON may give it, 50.0)
@@ -110,7 +111,7 @@ def test_merge_hyperparameters_overrides_and_casts_without_touching_the_defaults
 
 
 def test_merge_hyperparameters_without_overrides_is_the_defaults():
-    defaults = dict(TrainingSettings().hyperparameters)
+    defaults = dict(load_project("demo").model.hyperparameters)
 
     assert fitting.merge_hyperparameters(defaults, None) == defaults
 
@@ -119,7 +120,9 @@ def test_unknown_hyperparameter_is_a_configuration_error():
     # Given an override with a typo
     # When / Then it is refused, naming the unknown name
     with pytest.raises(ConfigurationError, match="unknown hyperparameter 'n_estimator'"):
-        fitting.merge_hyperparameters(dict(TrainingSettings().hyperparameters), {"n_estimator": 5})
+        fitting.merge_hyperparameters(
+            dict(load_project("demo").model.hyperparameters), {"n_estimator": 5}
+        )
 
 
 @pytest.mark.parametrize(
@@ -137,13 +140,13 @@ def test_unknown_hyperparameter_is_a_configuration_error():
 def test_a_hyperparameter_out_of_its_bounds_is_refused_before_training(overrides, field):
     # The same check as the DAG's first task and the CLI: nothing reaches XGBoost
     with pytest.raises(ConfigurationError, match=field):
-        fitting.merge_hyperparameters(dict(TrainingSettings().hyperparameters), overrides)
+        fitting.merge_hyperparameters(dict(load_project("demo").model.hyperparameters), overrides)
 
 
 def test_defaults_out_of_bounds_are_refused_too():
-    defaults = {**TrainingSettings().hyperparameters, "reg_lambda": float("inf")}
+    defaults = {**load_project("demo").model.hyperparameters, "reg_lambda": float("inf")}
 
-    with pytest.raises(ConfigurationError, match=r"training\.hyperparameters\.reg_lambda"):
+    with pytest.raises(ConfigurationError, match=r"model\.hyperparameters\.reg_lambda"):
         fitting.merge_hyperparameters(defaults, {"max_depth": 3})
 
 
@@ -260,7 +263,9 @@ def model():
     split = splits.split_by_time(
         frame, "event_timestamp", settings.validation_share, settings.holdout_share
     )
-    fitted = fitting.fit(split, spec, "churned", settings.hyperparameters, settings.random_seed)
+    fitted = fitting.fit(
+        split, spec, "churned", load_project("demo").model.hyperparameters, settings.random_seed
+    )
     return fitted, spec, split.holdout.sample(n=400, random_state=5)
 
 
