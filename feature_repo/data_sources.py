@@ -8,11 +8,11 @@ from pipelines.settings import Settings
 
 def validated_source(settings: Settings) -> FileSource:
     """The project's validated partitions (hive layout, one file per day)."""
-    source = settings.project.source
+    project = settings.project
     return FileSource(
-        name=f"{source.dataset}_validated",
-        path=str(settings.validated_root / source.dataset),
+        name=f"{project.feature_dataset}_validated",
+        path=str(settings.validated_root / project.feature_dataset),
         file_format=ParquetFormat(),
-        timestamp_field=source.timestamp,
-        description=f"{source.dataset} partitions that passed the validation gate.",
+        timestamp_field=project.source.timestamp,
+        description=f"Daily {project.feature_dataset} rows built from validated partitions.",
     )

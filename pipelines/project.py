@@ -192,6 +192,12 @@ class Project(_Spec):
         return self.model.features or tuple(self.source.columns)
 
     @property
+    def feature_dataset(self) -> str:
+        """The validated dataset of daily feature rows Feast, scoring and drift read (a
+        snapshot source is its own)."""
+        return self.source.dataset
+
+    @property
     def raw_suite(self) -> str:
         """Expectation suite (and checkpoint) of one landed raw partition."""
         return f"{self.source.dataset}_partition"

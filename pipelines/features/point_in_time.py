@@ -28,7 +28,7 @@ def partition_files(settings: Settings, start: datetime, end: datetime) -> list[
     first, last = start.astimezone(UTC).date(), end.astimezone(UTC).date()
     days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
     files = [
-        lake.partition_file(settings.validated_root, names.source.dataset, day) for day in days
+        lake.partition_file(settings.validated_root, names.feature_dataset, day) for day in days
     ]
     return [path for path in files if path.exists()]
 

@@ -75,7 +75,7 @@ def check(settings: Settings, day: date) -> contracts.DriftReport:
     """Compare a scored night with the reference profile of the model that scored it."""
     predictions_path = publishing.partition(settings, publishing.PREDICTIONS, day)
     features_path = lake.partition_file(
-        settings.validated_root, settings.project.source.dataset, day
+        settings.validated_root, settings.project.feature_dataset, day
     )
     for path in (predictions_path, features_path):
         if not path.exists():

@@ -74,7 +74,7 @@ def write_report(settings: Settings, report: contracts.DriftReport) -> Path:
     lake.write_json_atomic(asdict(report), target / "report.json")
     profile = load_reference_profile(settings, report.model_version)
     frame = pq.read_table(
-        lake.partition_file(settings.validated_root, settings.project.source.dataset, day),
+        lake.partition_file(settings.validated_root, settings.project.feature_dataset, day),
         columns=list(profile["features"]),
     ).to_pandas()
     scores = pq.read_table(
