@@ -3,7 +3,7 @@
 
 One run per night; the run's **partition key** is the night (`YYYY-MM-DD`, UTC):
 
-1. **check_landed**: waits for the night's raw activity partition; while it waits,
+1. **check_landed**: waits for the night's raw partition; while it waits,
    the triggerer looks for it and no worker is held. Past
    `MLOPS_SCHEDULE__LANDING_TIMEOUT_SECONDS` the run fails and the alert names the
    missing path.
@@ -12,15 +12,19 @@ One run per night; the run's **partition key** is the night (`YYYY-MM-DD`, UTC):
    at once (no retries: bad bytes stay bad) and names every failed expectation.
 3. **publish**: the validated partition is renamed into the validated zone, the
    only place Feast reads.
-4. **materialize**: the night (plus a small overlap for late rows) is written into
+4. **build_features**: for an events source, the night's feature rows from the
+   previous night's state and the night's events (a snapshot source is its own).
+5. **build_labels**: for labels derived from events, the labels the night's events
+   now tell (landed labels need nothing).
+6. **materialize**: the night (plus a small overlap for late rows) is written into
    the Feast online store; emits the `features` asset for the night, which starts
    exactly one `batch_scoring` run for it.
 
 The schedule runs at midnight UTC for the night before, from
 `MLOPS_SCHEDULE__START_DATE` (empty: the latest night when first scheduled), and
 catches up after downtime. Older nights: `airflow backfill create`. Rerun a night:
-trigger with its partition key. One run at a time; `validate` and `materialize`
-run one at a time across backfills too.
+trigger with its partition key. One run at a time; `validate`, `build_features` and
+`materialize` run one at a time across backfills too.
 """
 
 from __future__ import annotations
@@ -131,6 +135,19 @@ def feature_pipeline() -> None:
 
         return jobs.publish_partition(partition_key)
 
+    # Each night's state is the previous night's plus its events: one at a time.
+    @task(max_active_tis_per_dag=1)
+    def build_features(partition_key: str | None = None) -> dict[str, Any]:
+        from pipelines.jobs import feature_pipeline as jobs
+
+        return jobs.build_features(partition_key)
+
+    @task
+    def build_labels(partition_key: str | None = None) -> dict[str, Any]:
+        from pipelines.jobs import feature_pipeline as jobs
+
+        return jobs.build_labels(partition_key)
+
     @task(outlets=[FEATURES], max_active_tis_per_dag=1)
     def materialize(partition_key: str | None = None, outlet_events: Any = None) -> dict[str, Any]:
         from pipelines.jobs import feature_pipeline as jobs
@@ -139,7 +156,8 @@ def feature_pipeline() -> None:
         outlet_events[FEATURES].extra = jobs.features_event(partition_key, result)
         return result
 
-    check_landed >> validate() >> publish() >> materialize()
+    built = check_landed >> validate() >> publish() >> build_features()
+    built >> [build_labels(), materialize()]
 
 
 feature_pipeline()

@@ -1,4 +1,4 @@
-"""Feature views: the source's columns of an entity as of a point in time."""
+"""Feature views: the feature table's columns of an entity as of a point in time."""
 
 from datetime import timedelta
 
@@ -17,16 +17,17 @@ FEAST_TYPES: dict[str, PrimitiveFeastType] = {
 
 
 def source_view(settings: Settings, entity: Entity, source: FileSource) -> FeatureView:
-    """Every declared column of the source; a value older than the project's TTL is too
-    stale to serve."""
-    declared = settings.project.source
+    """Every column of the project's nightly feature table; a value older than the
+    project's TTL is too stale to serve."""
+    project = settings.project
+    declared = project.source
     return FeatureView(
         name=declared.feature_view,
         entities=[entity],
         ttl=timedelta(days=declared.ttl_days),
         schema=[
-            Field(name=name, dtype=FEAST_TYPES[column.type], description=column.description)
-            for name, column in declared.columns.items()
+            Field(name=name, dtype=FEAST_TYPES[kind])
+            for name, kind in project.feature_columns.items()
         ],
         source=source,
         online=True,

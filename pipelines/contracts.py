@@ -515,6 +515,32 @@ class ValidationOutcome(Payload):
 
 
 @dataclass(frozen=True)
+class BuiltFeatures(Payload):
+    """One night's feature partition built from events (`skipped` for a snapshot source,
+    which is its own feature table)."""
+
+    day: str
+    path: str
+    entities: int
+    nights_replayed: int
+    state_rows: int
+    skipped: bool = False
+
+
+@dataclass(frozen=True)
+class DerivedLabels(Payload):
+    """Labels derived from later events on one night (`skipped` when the project's labels
+    land, or the prediction day has no features)."""
+
+    night: str
+    prediction_day: str
+    path: str
+    rows: int
+    positives: int
+    skipped: bool = False
+
+
+@dataclass(frozen=True)
 class MaterializationResult(Payload):
     """What one materialization wrote into the online store."""
 
@@ -646,7 +672,8 @@ class RollbackTarget(Payload):
     replaces: str | None
 
 
-Level = str  # "ok" | "warning" | "alert" | "too_few_rows"
+# "ok" | "warning" | "alert" | "too_few_rows" | "expected" (a monotone feature's drift)
+Level = str
 
 
 @dataclass(frozen=True)

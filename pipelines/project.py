@@ -68,7 +68,9 @@ class SourceSpec(_Spec):
     """The raw dataset that lands each day, and the feature view served from it."""
 
     dataset: Identifier
-    shape: Literal["snapshot"] = "snapshot"
+    # snapshot: one full row per entity per day (its own feature table); events: any number
+    # of rows per entity at any time, aggregated nightly into feature rows (`aggregations`).
+    shape: Literal["snapshot", "events"] = "snapshot"
     timestamp: Identifier = "event_timestamp"
     timezone: str = "UTC"
     feature_view: Identifier
@@ -86,19 +88,80 @@ class SourceSpec(_Spec):
             raise ValueError(f"unknown time zone {value!r} (an IANA name, e.g. UTC)") from None
         return value
 
-    @field_validator("columns")
+    @model_validator(mode="after")
+    def _a_snapshot_has_columns(self) -> SourceSpec:
+        if self.shape == "snapshot" and not self.columns:
+            raise ValueError("a snapshot source declares at least one column")
+        return self
+
+
+AggregationFunction = Literal[
+    "count",
+    "sum",
+    "mean",
+    "min",
+    "max",
+    "last",
+    "distinct_count",
+    "days_since_first",
+    "days_since_last",
+]
+# Functions over a window of days, and those over every event up to the night.
+WINDOWED = {"count", "sum", "mean", "min", "max", "distinct_count"}
+NO_COLUMN = {"count", "days_since_first", "days_since_last"}
+NUMERIC_ONLY = {"sum", "mean", "min", "max"}
+
+
+class Aggregation(_Spec):
+    """One feature built from events: a function of a column over a named window."""
+
+    function: AggregationFunction
+    column: Identifier | None = None
+    window: Identifier | None = None
+
+    @model_validator(mode="after")
+    def _arguments_fit_the_function(self) -> Aggregation:
+        if (self.column is None) != (self.function in NO_COLUMN):
+            needs = "takes no column" if self.function in NO_COLUMN else "needs a column"
+            raise ValueError(f"{self.function} {needs}")
+        if (self.window is None) == (self.function in WINDOWED):
+            needs = "needs a window" if self.function in WINDOWED else "takes no window"
+            raise ValueError(f"{self.function} {needs}")
+        return self
+
+
+class Aggregations(_Spec):
+    """How an events source becomes one feature row per entity per night."""
+
+    # Named windows in days: an event of day E counts for night D when D - days < E <= D.
+    windows: dict[Identifier, int]
+    # Entities with an event within this many days get a row every night (scored from
+    # their state even on nights without events).
+    active_days: int = Field(ge=1)
+    features: dict[Identifier, Aggregation]
+
+    @field_validator("windows")
     @classmethod
-    def _some_columns(cls, value: dict[str, ColumnSpec]) -> dict[str, ColumnSpec]:
-        if not value:
-            raise ValueError("a source declares at least one column")
+    def _positive_windows(cls, value: dict[str, int]) -> dict[str, int]:
+        if not value or min(value.values()) < 1:
+            raise ValueError("declare at least one window, each of one day or more")
         return value
 
 
+class DerivedLabel(_Spec):
+    """A label computed from later events rather than landed."""
+
+    # 1 when the entity has an event within this many days after the prediction time.
+    event_within_days: int = Field(ge=1)
+
+
 class LabelSpec(_Spec):
-    """The outcome the model predicts: a 0/1 column of a dataset that lands later."""
+    """The outcome the model predicts: a 0/1 column of a dataset that lands later, or is
+    derived from later events."""
 
     dataset: Identifier = "labels"
     column: Identifier
+    derived: DerivedLabel | None = None
 
 
 class MetricThreshold(_Spec):
@@ -164,6 +227,22 @@ class ScoringOutputs(_Spec):
     threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
 
 
+DriftPolicyName = Literal["monitored", "ignored", "monotone"]
+
+
+class DriftPolicy(_Spec):
+    """How drift monitoring treats each feature."""
+
+    # monitored: its drift may alarm; ignored: not measured; monotone: it grows with time
+    # by nature (an age, a running total), so its drift is reported but never alarms.
+    default: DriftPolicyName = "monitored"
+    features: dict[Identifier, DriftPolicyName] = {}
+
+    def of(self, feature: str) -> DriftPolicyName:
+        """The policy of one feature."""
+        return self.features.get(feature, self.default)
+
+
 class Project(_Spec):
     """Everything that differs between one team's data and another's."""
 
@@ -172,8 +251,10 @@ class Project(_Spec):
     entity: EntitySpec
     source: SourceSpec
     label: LabelSpec
+    aggregations: Aggregations | None = None
     model: ModelSpec
     scoring: ScoringOutputs
+    drift: DriftPolicy = DriftPolicy()
 
     @model_validator(mode="after")
     def _names_agree(self) -> Project:
@@ -181,21 +262,43 @@ class Project(_Spec):
         clashes = {self.entity.column, self.source.timestamp} & set(columns)
         if clashes:
             raise ValueError(f"source.columns repeats a key column: {sorted(clashes)}")
-        unknown = [name for name in self.model.features if name not in columns]
+        if (self.aggregations is None) != (self.source.shape == "snapshot"):
+            raise ValueError("an events source needs aggregations; a snapshot source has none")
+        if self.label.derived is not None and self.source.shape != "events":
+            raise ValueError("label.derived needs an events source")
+        if self.aggregations is not None:
+            _check_aggregations(self.aggregations, columns)
+        unknown = [name for name in self.model.features if name not in self.feature_columns]
         if unknown:
-            raise ValueError(f"model.features names columns the source lacks: {unknown}")
+            raise ValueError(f"model.features names columns the feature table lacks: {unknown}")
+        unknown = [name for name in self.drift.features if name not in self.features]
+        if unknown:
+            raise ValueError(f"drift.features names features the model lacks: {unknown}")
         return self
+
+    @property
+    def feature_columns(self) -> dict[str, ColumnType]:
+        """Columns of the nightly feature table and their types: the source's own for a
+        snapshot, the aggregations' for events."""
+        if self.aggregations is None:
+            return {name: spec.type for name, spec in self.source.columns.items()}
+        return {
+            name: aggregation_type(item, self.source.columns)
+            for name, item in self.aggregations.features.items()
+        }
 
     @property
     def features(self) -> tuple[str, ...]:
         """The model's feature columns, in order."""
-        return self.model.features or tuple(self.source.columns)
+        return self.model.features or tuple(self.feature_columns)
 
     @property
     def feature_dataset(self) -> str:
         """The validated dataset of daily feature rows Feast, scoring and drift read (a
         snapshot source is its own)."""
-        return self.source.dataset
+        if self.source.shape == "snapshot":
+            return self.source.dataset
+        return f"{self.source.dataset}_features"
 
     @property
     def raw_suite(self) -> str:
@@ -206,6 +309,30 @@ class Project(_Spec):
     def training_suite(self) -> str:
         """Expectation suite (and checkpoint) of a point-in-time training set."""
         return "training_set"
+
+
+def aggregation_type(item: Aggregation, columns: dict[str, ColumnSpec]) -> ColumnType:
+    """The type of a built feature: counts and day counts are integers, means are floats,
+    sums follow their column, min, max and last keep it."""
+    if item.function in NO_COLUMN or item.function == "distinct_count":
+        return "int64"
+    if item.function == "mean":
+        return "float64"
+    assert item.column is not None  # checked when the project loads
+    return columns[item.column].type
+
+
+def _check_aggregations(aggregations: Aggregations, columns: dict[str, ColumnSpec]) -> None:
+    """Every aggregation names a declared column of a type it can aggregate, and a window."""
+    for name, item in aggregations.features.items():
+        if item.column is not None and item.column not in columns:
+            raise ValueError(f"aggregations.features.{name}: no source column {item.column!r}")
+        if item.window is not None and item.window not in aggregations.windows:
+            raise ValueError(f"aggregations.features.{name}: no window {item.window!r}")
+        if item.function in NUMERIC_ONLY and item.column is not None:
+            kind = columns[item.column].type
+            if kind not in ("int64", "float64"):
+                raise ValueError(f"aggregations.features.{name}: {item.function} of {kind}")
 
 
 def project_file(reference: str | Path) -> Path:

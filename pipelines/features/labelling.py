@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from pipelines import contracts
+from pipelines.contracts import DerivedLabels
 from pipelines.errors import ConfigurationError
 from pipelines.io import lake
 from pipelines.io.feast_store import feature_store
@@ -53,6 +57,48 @@ def load_labels(
     return frame.loc[
         keep, [names.entity.column, names.source.timestamp, names.label.column]
     ].reset_index(drop=True)
+
+
+def derive_labels(settings: Settings, night: date) -> DerivedLabels:
+    """Labels a derived rule can tell on `night`: for the prediction day `horizon` days
+    before, 1 for each entity it had features for that has an event in the days after
+    (up to and including `night`), else 0. Written where landed labels land, dated
+    `night`, with the label time rule of landed ones (the midnight after the day)."""
+    project = settings.project
+    rule = project.label.derived
+    if rule is None:
+        return DerivedLabels(night.isoformat(), "", "", 0, 0, skipped=True)
+    predicted = night - timedelta(days=rule.event_within_days)
+    features = lake.partition_file(settings.validated_root, project.feature_dataset, predicted)
+    if not features.is_file():
+        return DerivedLabels(night.isoformat(), predicted.isoformat(), "", 0, 0, skipped=True)
+    key = project.entity.column
+    entities = pq.read_table(features, columns=[key]).column(key)
+    later = [
+        lake.partition_file(settings.validated_root, project.source.dataset, day)
+        for day in (predicted + timedelta(days=n) for n in range(1, rule.event_within_days + 1))
+    ]
+    seen = [pq.read_table(path, columns=[key]).column(key) for path in later if path.is_file()]
+    returned = (
+        pa.chunked_array(seen, entities.type) if seen else pa.chunked_array([], entities.type)
+    )
+    labels = pa.table(
+        {
+            key: entities,
+            project.source.timestamp: pa.array(
+                [contracts.midnight_after(predicted)] * len(entities), pa.timestamp("us", tz="UTC")
+            ),
+            project.label.column: pc.cast(
+                pc.is_in(entities, value_set=returned.combine_chunks()), pa.int64()
+            ),
+        }
+    )
+    target = lake.partition_file(settings.raw_root, project.label.dataset, night)
+    lake.write_table_atomic(labels, target)
+    positives = pc.sum(labels.column(project.label.column)).as_py() or 0
+    return DerivedLabels(
+        night.isoformat(), predicted.isoformat(), str(target), len(entities), positives
+    )
 
 
 def training_set(

@@ -46,6 +46,17 @@ def arrow_schema(project: Project) -> pa.Schema:
     )
 
 
+def feature_schema(project: Project) -> pa.Schema:
+    """Columns of a nightly feature partition: the key, the timestamp, the features."""
+    return pa.schema(
+        [
+            pa.field(project.entity.column, ARROW_TYPES[project.entity.type]),
+            pa.field(project.source.timestamp, TIMESTAMP),
+            *(pa.field(name, ARROW_TYPES[kind]) for name, kind in project.feature_columns.items()),
+        ]
+    )
+
+
 def _expectation(kind: str, **kwargs: Any) -> dict[str, Any]:
     return {"type": kind, "kwargs": kwargs}
 
@@ -116,8 +127,9 @@ def raw_partition_expectations(project: Project) -> list[dict[str, Any]]:
         expectations.append(
             _expectation("expect_column_values_to_not_be_null", column=name, **mostly)
         )
+    if project.source.shape == "snapshot":  # one row per entity per day
+        expectations.append(_expectation("expect_column_values_to_be_unique", column=key))
     expectations += [
-        _expectation("expect_column_values_to_be_unique", column=key),
         _expectation(
             "expect_column_values_to_be_between",
             column=timestamp,

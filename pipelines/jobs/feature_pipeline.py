@@ -60,6 +60,20 @@ def publish_partition(night: str | date | None) -> str:
     return str(publish.publish_partition(load_settings(), contracts.as_night(night)))
 
 
+def build_features(night: str | date | None) -> dict[str, Any]:
+    """Build the night's feature rows from its events (nothing for a snapshot source)."""
+    from pipelines.features import building
+
+    return building.build_features(load_settings(), contracts.as_night(night)).to_xcom()
+
+
+def build_labels(night: str | date | None) -> dict[str, Any]:
+    """Derive the labels the night's events tell (nothing when labels land)."""
+    from pipelines.features import labelling
+
+    return labelling.derive_labels(load_settings(), contracts.as_night(night)).to_xcom()
+
+
 def materialize(night: str | date | None) -> dict[str, Any]:
     """Apply the Feast repo, then materialize the night's window into the online store."""
     from pipelines.features import materialization

@@ -101,7 +101,10 @@ def feature_drift(
     small = len(frame) < levels.min_rows
     wasserstein_counts = len(frame) >= levels.numeric_wasserstein_min_rows
     results = []
+    policy = settings.project.drift
     for feature, reference in profile["features"].items():
+        if policy.of(feature) == "ignored":
+            continue
         wasserstein = None
         if reference["kind"] == "numeric":
             values = frame[feature].to_numpy(dtype=float)
@@ -126,10 +129,15 @@ def feature_drift(
                 distance,
                 wasserstein,
                 unseen,
-                "too_few_rows" if small else level,
+                "too_few_rows" if small else _as_policy_says(level, policy.of(feature)),
             )
         )
     return results
+
+
+def _as_policy_says(level: Level, policy: str) -> Level:
+    """A monotone feature's drift is expected: reported, never a warning or an alert."""
+    return "expected" if policy == "monotone" and level != "ok" else level
 
 
 def describe(item: FeatureDrift) -> str:

@@ -53,10 +53,11 @@ def declare(encoder: Any, inputs: list[str], categorical: list[str]) -> ModelEnc
     """The encoding a fitted `ColumnTransformer` applies: ordinal-encoded `categorical`
     columns (learned text categories; a missing value learned as a category stays NaN),
     the other inputs passed through."""
-    ordinal = encoder.named_transformers_["categories"]
+    # Without categorical columns the encoder skips its ordinal step (left unfitted).
+    fitted = encoder.named_transformers_["categories"].categories_ if categorical else []
     learned = {
         column: [value for value in values if isinstance(value, str)]
-        for column, values in zip(categorical, ordinal.categories_, strict=True)
+        for column, values in zip(categorical, fitted, strict=True)
     }
     return ModelEncoding(inputs, list(encoder.get_feature_names_out()), learned)
 

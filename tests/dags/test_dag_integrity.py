@@ -130,9 +130,11 @@ def test_parsing_a_dag_file_loads_no_heavy_library(path):
 
 def test_feature_pipeline_wiring(dag_bag):
     dag = dag_bag.dags["feature_pipeline"]
-    order = ["check_landed", "validate", "publish", "materialize"]
+    order = ["check_landed", "validate", "publish", "build_features"]
     for upstream, downstream in pairwise(order):
         assert dag.get_task(upstream).downstream_task_ids == {downstream}
+    # Labels and the online store both follow the night's features, independently.
+    assert dag.get_task("build_features").downstream_task_ids == {"build_labels", "materialize"}
     assert [asset.name for asset in dag.get_task("materialize").outlets] == ["features"]
     assert dag.catchup and dag.max_active_runs == 1
     # One partition per night: the run at midnight is keyed by the night that just ended

@@ -293,3 +293,29 @@ def test_a_long_reason_fits_the_training_form(settings):
     reason = drift_monitor.retrain_request(report, [], 0)["reason"]
 
     assert len(reason) == contracts.MAX_REASON_CHARS and reason.endswith("…")
+
+
+def test_the_projects_drift_policy_ignores_some_features_and_expects_others_to_grow(
+    tmp_path, monkeypatch
+):
+    # Given a project whose `normal` feature only grows with time and `counts` is ignored
+    import yaml
+
+    from pipelines.project import PROJECTS_ROOT
+
+    document = yaml.safe_load((PROJECTS_ROOT / "demo" / "project.yaml").read_text())
+    document["source"]["columns"] = {name: {"type": "float64"} for name in _samples(0.0, 10, 1)}
+    document["drift"] = {"features": {"normal": "monotone", "counts": "ignored"}}
+    (tmp_path / "project.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    monkeypatch.setenv("MLOPS_PROJECT", str(tmp_path))
+    settings = load_settings()
+    profile = _profile(pd.DataFrame(_samples(0.0, 5_000, 1)), [])
+
+    # When a night has shifted every feature
+    results = drift.feature_drift(profile, pd.DataFrame(_samples(1.0, 5_000, 2)), settings)
+    levels = {item.feature: item.level for item in results}
+
+    # Then the ignored one is not measured, the monotone one is expected, the rest alarm
+    assert "counts" not in levels
+    assert levels["normal"] == "expected"
+    assert levels["skewed_capped"] == "alert"
