@@ -209,4 +209,10 @@ def train_and_gate(
         outcome = promote_candidate(candidate, gate, training_set, actor, "cli")
     else:
         outcome = reject_candidate(candidate, gate, infra, actor, "cli")
-    return {"candidate": candidate, "gate": gate, "infra_check": infra, "outcome": outcome}
+    return {
+        "training_set": training_set,
+        "candidate": candidate,
+        "gate": gate,
+        "infra_check": infra,
+        "outcome": outcome,
+    }
