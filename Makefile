@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo airflow mlflow test lint format bench lock clean
+.PHONY: setup demo airflow mlflow test lint format bench lock clean cdnow
 
 setup: $(STAMP)
 
@@ -45,10 +45,20 @@ bench: $(STAMP)
 	$(PY) -m bench.drift
 	$(PY) -m bench.nightly --compare
 
+# The real-data example project in full: CDNOW's 18 months of purchases, night by night,
+# trained on the first year, then scored and monitored to the end (own state root).
+CDNOW := MLOPS_PROJECT=cdnow MLOPS_STATE_ROOT=$(CURDIR)/.state-cdnow
+cdnow: $(STAMP)
+	$(CDNOW) $(PY) projects/cdnow/land.py
+	$(CDNOW) $(PY) -m pipelines run --features-only --from 1997-01-01 --to 1997-12-31
+	$(CDNOW) $(PY) -m pipelines train --as-of 1997-12-31 --reason "make cdnow"
+	$(CDNOW) $(PY) -m pipelines run --from 1998-01-01 --to 1998-06-30
+	@echo "CDNOW: predictions in .state-cdnow/lake/predictions/, drift reports in .state-cdnow/reports/drift/"
+
 # Re-pin requirements.txt from requirements.in (needs network to the package index).
 lock: $(STAMP)
 	$(PY) -m pip install --quiet uv
 	$(VENV)/bin/uv pip compile requirements.in --python-version 3.11 --custom-compile-command "make lock" -o requirements.txt
 
 clean:
-	rm -rf .state .pytest_cache .ruff_cache test-artifacts
+	rm -rf .state .state-cdnow .pytest_cache .ruff_cache test-artifacts

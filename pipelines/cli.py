@@ -62,6 +62,8 @@ class Step(NamedTuple):
 FEATURE_STEPS = (
     Step("validate", feature_pipeline.validate_partition, "run the validation gate on a night"),
     Step("publish", feature_pipeline.publish_partition, "publish a night's validated partition"),
+    Step("build_features", feature_pipeline.build_features, "build a night's features from events"),
+    Step("build_labels", feature_pipeline.build_labels, "derive the labels a night's events tell"),
     Step("materialize", feature_pipeline.materialize, "materialize a night into the online store"),
 )
 
@@ -149,6 +151,11 @@ def _add_nightly(commands: Commands) -> None:
         "--to", dest="last", type=_night, required=True, metavar="YYYY-MM-DD", help="last night"
     )
     run.add_argument("--retrain", action="store_true", help=RETRAIN_HELP)
+    run.add_argument(
+        "--features-only",
+        action="store_true",
+        help="only the feature pipeline's steps: a project's history before its first model",
+    )
 
 
 def _add_training(commands: Commands) -> None:
@@ -186,6 +193,13 @@ def _add_training(commands: Commands) -> None:
 def _add_operations(commands: Commands) -> None:
     """The registry, the settings, and the services the project runs."""
     commands.add_parser("apply", help="register the Feast repository (feast apply)")
+    project = commands.add_parser("project", help="start a project from a sample of your data")
+    project.add_argument("what", choices=["init"])
+    project.add_argument("name", help="the project's name: projects/NAME/project.yaml")
+    project.add_argument(
+        "--from-parquet", dest="sample", type=Path, required=True, help="a sample parquet file"
+    )
+    project.add_argument("--dataset", help="the raw dataset's name (default: the file's stem)")
     registry = commands.add_parser("registry", help="the model registry's audit trail")
     registry.add_argument("what", choices=["history"])
     rollback = commands.add_parser("rollback", help="restore a previous champion")
@@ -217,13 +231,17 @@ def _run(args: argparse.Namespace) -> Any:
         case "drift":
             return _drift(args.night, args.retrain, ())
         case "run":
-            return _run_nights(args.first, args.last, args.retrain)
+            return _run_nights(args.first, args.last, args.retrain, args.features_only)
         case "apply":
             settings = load_settings()
             feast_store.apply_repo(settings)
             return str(feast_store.write_feature_store_yaml(settings))
         case "train":
             return _train(args)
+        case "project":
+            from pipelines.scaffold import init_project
+
+            return str(init_project(args.name, args.sample, args.dataset))
         case "registry":
             return model_rollback.registry_history()
         case "rollback":
@@ -328,7 +346,9 @@ def _retrain(night: date, request: XCom) -> dict[str, Any]:
         return training.train_and_gate(night, None, None, None, conf["reason"], _actor())
 
 
-def _run_nights(first: date, last: date, retrain: bool) -> list[dict[str, Any]]:
+def _run_nights(
+    first: date, last: date, retrain: bool, features_only: bool = False
+) -> list[dict[str, Any]]:
     """The nightly chain for each night from `first` to `last`, in date order; the first
     night that fails stops it, with the command that resumes from that night."""
     earlier: list[RequestEvent] = []  # for the cooldown, as the asset's events are
@@ -336,26 +356,32 @@ def _run_nights(first: date, last: date, retrain: bool) -> list[dict[str, Any]]:
     for offset in range((last - first).days + 1):
         night = first + timedelta(days=offset)
         try:
-            done.append(_run_night(night, retrain, earlier))
+            done.append(_run_night(night, retrain, earlier, features_only))
         except TaskFailed as failure:
             resume = ["python", "-m", "pipelines", "run", "--from", str(night), "--to", str(last)]
             resume += ["--retrain"] if retrain else []
+            resume += ["--features-only"] if features_only else []
             raise PipelineError(
                 f"night {night} failed at {failure.task}: {failure.reason}\n"
                 f"{len(done)} earlier night(s) done; fix it, then resume with: "
                 f"{shlex.join(resume)}"
             ) from failure
-        request = done[-1]["drift"]["retrain_request"]
+        request = None if features_only else done[-1]["drift"]["retrain_request"]
         if request is not None:
             earlier.append(RequestEvent(request, datetime.now(UTC)))
     return done
 
 
-def _run_night(night: date, retrain: bool, earlier: Sequence[RequestEvent]) -> dict[str, Any]:
+def _run_night(
+    night: date, retrain: bool, earlier: Sequence[RequestEvent], features_only: bool = False
+) -> dict[str, Any]:
     """One night through the nightly DAGs' tasks: the feature pipeline's, scoring, drift."""
     result: dict[str, Any] = {"date": night.isoformat()}
     for step in FEATURE_STEPS:
         result[step.task] = _feature_step(step, night)
+    if features_only:
+        log.info("night %s done: features only", night)
+        return result
     result["score"] = _score(night)
     result["drift"] = _drift(night, retrain, earlier)
     log.info(

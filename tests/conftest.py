@@ -27,6 +27,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settin
 # worker starts on one of them, so the run never ends with one worker alone on the soak.
 LONGEST_FIRST = (
     "tests/soak/",
+    "tests/e2e/test_cdnow_project.py",
     "tests/e2e/test_batch_scoring.py",
     "tests/integration/test_production_pipeline.py",
     "tests/crash/",
