@@ -64,7 +64,8 @@ def test_the_cdnow_slice_runs_from_landed_purchases_to_scored_and_monitored_nigh
 
     # When a model is trained as of the last night, then the gate promotes it
     trained = _cli("train", "--as-of", str(LAST_FEATURE_NIGHT), "--reason", "cdnow slice")
-    assert trained["outcome"]["action"] == "promote", trained["gate"]
+    assert trained["gate"]["passed"], trained["gate"]
+    assert "promote" in {move["action"] for move in trained["outcome"]}
     assert trained["candidate"]["metrics"]["holdout_roc_auc"] > 0.65
 
     # And the next night is scored and monitored

@@ -76,7 +76,9 @@ def test_feast_on_redis_with_a_postgres_registry_serves_the_embedded_values(
             config = store.config
             assert config.registry.registry_type == "sql"
             assert config.online_store.type == "redis"
-            assert [v.name for v in store.list_feature_views()] == [production.dataset.feature_view]
+            assert [v.name for v in store.list_feature_views()] == [
+                production.project.source.feature_view
+            ]
             assert len(redis_keys_matching(redis_server, f"*{project}".encode())) == CUSTOMERS
 
             # And every customer's online features equal the embedded profile's
