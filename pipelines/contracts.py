@@ -530,6 +530,21 @@ class MaterializationResult(Payload):
         return {"date": night, "rows": self.entities_written}
 
 
+# A range of entity ids one scoring task scores: {"index", "first", and "last" or "before"},
+# the ids from `first` up to `last` included, or up to `before` excluded. Integer ids are cut
+# between two ids (last + 1 starts the next shard); text has no next id, so a text shard ends
+# before the id its successor starts with. JSON values: ids cross XCom as numbers or text.
+Shard = dict[str, Any]
+EntityKey = int | str
+
+
+def shard_range(shard: Mapping[str, Any]) -> tuple[EntityKey, EntityKey, bool]:
+    """A shard's ids as (first, bound, whether the bound is one of them)."""
+    if "before" in shard:
+        return shard["first"], shard["before"], False
+    return shard["first"], shard["last"], True
+
+
 @dataclass(frozen=True)
 class ScoringPlan(Payload):
     """What one night's scoring uses, fixed once at the start: every shard scores with it."""
@@ -543,7 +558,7 @@ class ScoringPlan(Payload):
     scoring_run_id: str
     feature_ttl_seconds: float
     partitions: list[str]
-    shards: list[dict[str, int]]  # {"index", "first", "last"}: a range of entity ids
+    shards: list[Shard]
 
 
 @dataclass(frozen=True)
