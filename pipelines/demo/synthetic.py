@@ -238,7 +238,7 @@ def labels(cfg: SyntheticSettings, landing_day: date) -> pd.DataFrame:
     frame = activity(cfg, labelled_day)
     probability = churn_probability(cfg, frame, labelled_day)
     rng = _rng(cfg.seed, 2, _day_stream(cfg, labelled_day))
-    prediction_time = contracts.midnight_after(labelled_day)
+    prediction_time = contracts.label_time(labelled_day)
     available = datetime.combine(landing_day, datetime.min.time(), UTC)
     return pd.DataFrame(
         {

@@ -62,7 +62,7 @@ def labelled_frame(settings: Settings, last_day: date, days: int = 6) -> pd.Data
         day = last_day - timedelta(days=offset)
         frame = synthetic.activity(settings.synthetic, day)
         probability = synthetic.churn_probability(settings.synthetic, frame, day)
-        frame["event_timestamp"] = pd.Timestamp(contracts.midnight_after(day))
+        frame["event_timestamp"] = pd.Timestamp(contracts.label_time(day))
         frame["churned"] = (probability > 0.15).astype("int64")
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)

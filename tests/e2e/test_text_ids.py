@@ -155,6 +155,9 @@ def test_the_drift_monitor_checks_a_night_of_text_ids(text_world):
 
     report = contracts.DriftReport.from_xcom(drift_monitor.check_drift(LAST))
 
+    # Its features and predictions are checked, and the labels that landed tonight judge
+    # the predictions of the night they are about, by text id
     assert report.rows == settings.synthetic.customers and report.model_version == "1"
-    assert report.performance is not None
-    assert report.performance["rows"] == settings.synthetic.customers
+    (performance,) = report.performance
+    assert performance.nights == [SCORED[0].isoformat()]
+    assert performance.rows == settings.synthetic.customers
