@@ -77,13 +77,13 @@ def batch_scoring() -> None:
         return jobs.plan_scoring(partition_key)
 
     @task
-    def shards(scoring: dict[str, Any]) -> list[dict[str, int]]:
+    def shards(scoring: dict[str, Any]) -> list[dict[str, Any]]:
         from pipelines.jobs import batch_scoring as jobs
 
         return jobs.shards(scoring)
 
     @task(map_index_template="{{ task.op_kwargs['shard']['index'] }}")
-    def score_shard(scoring: dict[str, Any], shard: dict[str, int]) -> dict[str, Any]:
+    def score_shard(scoring: dict[str, Any], shard: dict[str, Any]) -> dict[str, Any]:
         from pipelines.jobs import batch_scoring as jobs
 
         return jobs.score_shard(scoring, shard)

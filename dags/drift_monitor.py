@@ -8,12 +8,14 @@ that scored it (the job reads only today's data and that profile):
   binned CDFs, and the Wasserstein distance in reference standard deviations;
   categorical features: Jensen-Shannon distance, unseen categories;
 - predictions: PSI of today's scores against the holdout's;
-- realized performance of earlier predictions whose labels arrived today.
+- realized performance of earlier predictions whose labels arrived today, per model
+  version that made them, against that version's own holdout.
 
 Each `predictions` event for a night starts exactly one run for that night (its
 **partition key**). Every night the metrics go to MLflow (`<model>-drift`, one step per
 night) and a JSON and HTML report to `.state/reports/drift/date=YYYY-MM-DD/`. Past the
-alert level (too many drifted features, prediction drift, or a performance drop), it
+alert level (too many drifted features, prediction drift, or a performance drop of the
+version that scored the night), it
 emits a `retrain_request` asset event with the reason, the drifted features and the
 night, and starts a `training` run with that reason: at most one per cooldown window,
 and none while a `training` run is active.

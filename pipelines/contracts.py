@@ -108,6 +108,10 @@ def as_night(value: str | date | datetime | None) -> date:
 
 # The time rule: night D (a UTC calendar day) is scored as of the midnight that ends it,
 # from features no later than that moment; its label is stamped with that same moment.
+#
+# The label rule: the label of night D (the outcome its predictions are judged by) has the
+# timestamp of the midnight (UTC) after D, and lands in the label partition of a day on or
+# after D (labels lag); one label partition may hold the labels of several nights.
 NIGHT = timedelta(days=1)
 
 
@@ -126,9 +130,32 @@ def night_interval(day: date) -> tuple[datetime, datetime]:
     return night_start(day), midnight_after(day)
 
 
-def labelled_night(label_time: datetime) -> date:
-    """The night a label is about: its timestamp is the midnight after that night."""
-    return (label_time - NIGHT).date()
+def label_time(day: date) -> datetime:
+    """The timestamp of a label of night D: the midnight (UTC) after it (the label rule)."""
+    return midnight_after(day)
+
+
+def labelled_night(stamp: datetime, landed_on: date) -> date:
+    """The night a label is about, from its timestamp and the day its partition landed; a
+    label that breaks the label rule raises a `DataQualityError` saying how."""
+    if stamp.tzinfo is None:
+        raise errors.DataQualityError(
+            f"label timestamp {stamp.isoformat()} has no time zone: a label is stamped with "
+            "the midnight (UTC) after its night"
+        )
+    moment = stamp.astimezone(UTC)
+    day = (moment - NIGHT).date()
+    if moment != label_time(day):
+        raise errors.DataQualityError(
+            f"label timestamp {moment.isoformat()} is not a midnight (UTC): a label is stamped "
+            "with the midnight after its night"
+        )
+    if day > landed_on:
+        raise errors.DataQualityError(
+            f"a label of night {day.isoformat()} landed on {landed_on.isoformat()}: labels "
+            "land on or after their night"
+        )
+    return day
 
 
 # Registry aliases: the model that scores, the one it replaced, and a rejected candidate.
@@ -556,6 +583,21 @@ class MaterializationResult(Payload):
         return {"date": night, "rows": self.entities_written}
 
 
+# A range of entity ids one scoring task scores: {"index", "first", and "last" or "before"},
+# the ids from `first` up to `last` included, or up to `before` excluded. Integer ids are cut
+# between two ids (last + 1 starts the next shard); text has no next id, so a text shard ends
+# before the id its successor starts with. JSON values: ids cross XCom as numbers or text.
+Shard = dict[str, Any]
+EntityKey = int | str
+
+
+def shard_range(shard: Mapping[str, Any]) -> tuple[EntityKey, EntityKey, bool]:
+    """A shard's ids as (first, bound, whether the bound is one of them)."""
+    if "before" in shard:
+        return shard["first"], shard["before"], False
+    return shard["first"], shard["last"], True
+
+
 @dataclass(frozen=True)
 class ScoringPlan(Payload):
     """What one night's scoring uses, fixed once at the start: every shard scores with it."""
@@ -569,7 +611,7 @@ class ScoringPlan(Payload):
     scoring_run_id: str
     feature_ttl_seconds: float
     partitions: list[str]
-    shards: list[dict[str, int]]  # {"index", "first", "last"}: a range of entity ids
+    shards: list[Shard]
 
 
 @dataclass(frozen=True)
@@ -672,7 +714,8 @@ class RollbackTarget(Payload):
     replaces: str | None
 
 
-# "ok" | "warning" | "alert" | "too_few_rows" | "expected" (a monotone feature's drift)
+# "ok" | "warning" | "alert" | "too_few_rows" | "no_labels" | "expected" (a monotone
+# feature's drift)
 Level = str
 
 
@@ -690,8 +733,27 @@ class FeatureDrift(Payload):
 
 
 @dataclass(frozen=True)
+class RealizedPerformance(Payload):
+    """How one model version's earlier predictions did, by the labels that landed tonight:
+    metrics on them beside those of the version's own holdout, and the drop in ROC AUC."""
+
+    model_version: str
+    nights: list[str]  # the nights those predictions were made for
+    rows: int  # labelled predictions
+    metrics: dict[str, float]  # empty below the row floor or with one class only
+    holdout_metrics: dict[str, float]  # as the version's training run logged them
+    roc_auc_drop: float | None
+    level: Level
+
+
+@dataclass(frozen=True)
 class DriftReport(Payload):
-    """One night's drift check; where its report page and MLflow run are, once written."""
+    """One night's drift check; where its report page and MLflow run are, once written.
+
+    `performance` holds one entry per model version whose predictions got labels tonight;
+    `performance_level` is that of `model_version` (the one that scored tonight), the only
+    one the alarm judges.
+    """
 
     day: str
     model_version: str
@@ -699,7 +761,7 @@ class DriftReport(Payload):
     features: list[FeatureDrift]
     prediction_psi: float
     prediction_level: Level
-    performance: dict[str, float] | None
+    performance: list[RealizedPerformance]
     performance_level: Level
     alarm: bool
     reasons: list[str]
@@ -713,7 +775,8 @@ class DriftReport(Payload):
     @classmethod
     def from_xcom(cls, value: XCom) -> Self:
         features = [FeatureDrift.from_xcom(item) for item in value["features"]]
-        return cls(**{**value, "features": features})
+        performance = [RealizedPerformance.from_xcom(item) for item in value["performance"]]
+        return cls(**{**value, "features": features, "performance": performance})
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,12 @@ class EntitySpec(_Spec):
     description: str = ""
     min: float | None = None
 
+    @model_validator(mode="after")
+    def _min_bounds_numbers(self) -> EntitySpec:
+        if self.min is not None and self.type != "int64":
+            raise ValueError(f"min applies to int64 ids, not to {self.type}")
+        return self
+
 
 class SourceSpec(_Spec):
     """The raw dataset that lands each day, and the feature view served from it."""

@@ -33,6 +33,7 @@ LONGEST_FIRST = (
     "tests/crash/",
     "tests/e2e/test_feature_pipeline.py",
     "tests/e2e/test_training.py",
+    "tests/e2e/test_text_ids.py",
     "tests/browser/",
 )
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines import contracts
 from pipelines.io import lake
@@ -74,6 +75,11 @@ LABEL_SCHEMA = pa.schema(
 
 
 _DAY_SECONDS = 86_400
+
+
+# Digits of a customer id written as text (a project whose entity is a string): zero-padded,
+# so the ids sort as text as they do as numbers.
+STRING_ID_DIGITS = 10
 
 
 # The start whose day streams are the calendar's own ordinals (the default world's).
@@ -232,7 +238,7 @@ def labels(cfg: SyntheticSettings, landing_day: date) -> pd.DataFrame:
     frame = activity(cfg, labelled_day)
     probability = churn_probability(cfg, frame, labelled_day)
     rng = _rng(cfg.seed, 2, _day_stream(cfg, labelled_day))
-    prediction_time = contracts.midnight_after(labelled_day)
+    prediction_time = contracts.label_time(labelled_day)
     available = datetime.combine(landing_day, datetime.min.time(), UTC)
     return pd.DataFrame(
         {
@@ -277,6 +283,17 @@ def inject_fault(
     return broken
 
 
+def keyed(settings: Settings, table: pa.Table) -> pa.Table:
+    """`table` with its entity ids of the project's type: the generated integers, or the same
+    numbers as zero-padded text when the project's entity is a string."""
+    entity = settings.project.entity
+    if entity.type == "int64" or entity.column not in table.column_names:
+        return table
+    index = table.schema.get_field_index(entity.column)
+    text = pc.utf8_lpad(pc.cast(table.column(index), pa.string()), STRING_ID_DIGITS, "0")
+    return table.set_column(index, pa.field(entity.column, pa.string()), text)
+
+
 def land_day(settings: Settings, day: date, fault: Fault | None = None) -> Path | None:
     """Write one day's raw activity (and its labels, if due) into the raw zone.
 
@@ -287,7 +304,7 @@ def land_day(settings: Settings, day: date, fault: Fault | None = None) -> Path 
     due = labels(cfg, day)
     if len(due):
         lake.write_table_atomic(
-            pa.Table.from_pandas(due, schema=LABEL_SCHEMA, preserve_index=False),
+            keyed(settings, pa.Table.from_pandas(due, schema=LABEL_SCHEMA, preserve_index=False)),
             lake.partition_file(settings.raw_root, names.label.dataset, day),
         )
     if fault is Fault.NOT_LANDED:
@@ -303,7 +320,7 @@ def land_day(settings: Settings, day: date, fault: Fault | None = None) -> Path 
             index = table.schema.get_field_index("event_timestamp")
             unit = ACTIVITY_SCHEMA.field("event_timestamp").type
             table = table.set_column(index, "event_timestamp", table.column(index).cast(unit))
-    lake.write_table_atomic(table, target)
+    lake.write_table_atomic(keyed(settings, table), target)
     if fault is Fault.CORRUPT_FILE:
         payload = target.read_bytes()
         lake.write_bytes_atomic(payload[: len(payload) // 2], target)

@@ -86,7 +86,7 @@ def derive_labels(settings: Settings, night: date) -> DerivedLabels:
         {
             key: entities,
             project.source.timestamp: pa.array(
-                [contracts.midnight_after(predicted)] * len(entities), pa.timestamp("us", tz="UTC")
+                [contracts.label_time(predicted)] * len(entities), pa.timestamp("us", tz="UTC")
             ),
             project.label.column: pc.cast(
                 pc.is_in(entities, value_set=returned.combine_chunks()), pa.int64()

@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from pipelines.contracts import EntityKey
 from pipelines.io import lake
 from pipelines.settings import Settings
 
@@ -42,7 +43,7 @@ class Window:
     timestamp: str
     start: datetime
     end: datetime
-    entities: tuple[int, int] | None = None
+    entities: tuple[EntityKey, EntityKey] | None = None
 
     def rows_filter(self) -> ds.Expression:
         """The window as a dataset filter."""
@@ -117,7 +118,7 @@ class _WindowKeys:
 
 
 def row_groups_holding(
-    parquet: pq.ParquetFile, column: str, bounds: tuple[int, int] | None
+    parquet: pq.ParquetFile, column: str, bounds: tuple[EntityKey, EntityKey] | None
 ) -> list[int]:
     """Row groups whose statistics of `column` may hold a value in bounds (inclusive).
 

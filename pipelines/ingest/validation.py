@@ -218,12 +218,13 @@ def _detail(item: dict[str, Any]) -> str:
     return "failed"
 
 
-def _read_file(path: Path, schema: pa.Schema) -> tuple[pa.Table, list[str]]:
-    """One landed file on the contract's types, and the columns it has beyond them."""
+def _read_file(path: Path, schema: pa.Schema, timezone: str) -> tuple[pa.Table, list[str]]:
+    """One landed file on the contract's types (wall times read in `timezone`), and the
+    columns it has beyond them."""
     try:
         names = pq.read_schema(path).names
         conform.refuse_repeated_columns(names)  # before reading: Arrow's own error dumps the schema
-        table = conform.conform(pq.read_table(path), schema)
+        table = conform.conform(pq.read_table(path), schema, timezone)
     except ContractViolationError as error:
         raise ContractViolationError(f"{path.name}: {error}") from error
     except (pa.ArrowException, OSError) as error:
@@ -234,15 +235,18 @@ def _read_file(path: Path, schema: pa.Schema) -> tuple[pa.Table, list[str]]:
     return table, [name for name in names if name not in schema.names]
 
 
-def read_partition(files: list[Path], schema: pa.Schema) -> tuple[pa.Table, list[str]]:
-    """All files of a partition as one table on the contract's types, and the extra columns.
+def read_partition(
+    files: list[Path], schema: pa.Schema, timezone: str
+) -> tuple[pa.Table, list[str]]:
+    """All files of a partition as one table on the contract's types (wall times read in
+    `timezone`), and the extra columns.
 
     Files must agree on which contract columns they hold, or the partition is refused.
     """
     tables: list[pa.Table] = []
     extra: set[str] = set()
     for path in files:
-        table, beyond = _read_file(path, schema)
+        table, beyond = _read_file(path, schema, timezone)
         if tables and table.schema.names != tables[0].schema.names:
             differing = sorted(set(table.schema.names) ^ set(tables[0].schema.names))
             raise ContractViolationError(
@@ -266,7 +270,7 @@ def validate_partition(
     schema = contract.arrow_schema(project)
     try:
         refuse_future_night(settings, day, now)
-        table, extra = read_partition(files, schema)
+        table, extra = read_partition(files, schema, project.source.timezone)
     except DataQualityError as error:
         target = lake.quarantine(files, quarantine_dir, {"success": False, "error": str(error)})
         raise type(error)(f"{label} quarantined to {target}: {error}") from error

@@ -20,12 +20,12 @@ def plan_scoring(night: str | date | None) -> dict[str, Any]:
     return sharding.plan(load_settings(), contracts.as_night(night)).to_xcom()
 
 
-def shards(scoring: XCom) -> list[dict[str, int]]:
+def shards(scoring: XCom) -> list[contracts.Shard]:
     """The shards a plan maps `score_shard` over."""
     return contracts.ScoringPlan.from_xcom(scoring).shards
 
 
-def score_shard(scoring: XCom, shard: dict[str, int]) -> dict[str, Any]:
+def score_shard(scoring: XCom, shard: contracts.Shard) -> dict[str, Any]:
     """Score one shard of a night with the planned model version (a `ScoredShard`)."""
     from pipelines.scoring import publishing
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.contracts import FeatureDrift, Level
+from pipelines.contracts import FeatureDrift, Level, RealizedPerformance
 from pipelines.monitoring.profiling import categorical_profile
 from pipelines.settings import Settings
 
@@ -156,19 +156,40 @@ def prediction_drift(profile: dict[str, Any], scores: np.ndarray) -> float:
     return psi(np.asarray(profile["predictions"]["counts"]), current)
 
 
+def performance_drop(value: float, holdout: float, settings: Settings) -> tuple[float, Level]:
+    """How far a realized ROC AUC fell below the holdout's, and the level that reaches."""
+    drop = holdout - value
+    levels = settings.drift.roc_auc_drop
+    return drop, level_of(drop, levels.warning, levels.alert)
+
+
+def scoring_performance(
+    performance: list[RealizedPerformance], version: str
+) -> RealizedPerformance | None:
+    """The realized performance of the version that scored tonight, if its predictions got
+    labels: the only one the alarm judges, since retraining replaces the model that scores
+    now (an older version's drop is reported, not acted on)."""
+    return next((item for item in performance if item.model_version == version), None)
+
+
 def decide(
     drifted: list[FeatureDrift],
     prediction_level: Level,
-    performance_level: Level,
+    performance: RealizedPerformance | None,
     settings: Settings,
 ) -> list[str]:
-    """Reasons to retrain; empty means no alarm."""
+    """Reasons to retrain; empty means no alarm. `performance` is that of the version that
+    scored tonight."""
     reasons = []
     if len(drifted) >= settings.drift.min_drifted_features:
         named = ", ".join(describe(f) for f in drifted)
         reasons.append(f"{len(drifted)} features drifted: {named}")
     if prediction_level == "alert":
         reasons.append("prediction distribution drifted")
-    if performance_level == "alert":
-        reasons.append("realized ROC AUC fell beyond tolerance")
+    if performance is not None and performance.level == "alert":
+        reasons.append(
+            f"realized ROC AUC of version {performance.model_version} fell "
+            f"{performance.roc_auc_drop:.3f} below its holdout's, beyond tolerance "
+            f"({performance.rows} labelled predictions)"
+        )
     return reasons

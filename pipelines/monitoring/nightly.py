@@ -1,9 +1,9 @@
 """The nightly drift check: today's data against the scoring model's reference profile.
 
-Reads only today's validated features and predictions (and today's labels, for
-the performance of earlier predictions) plus the profile stored with the model;
-writes a JSON and an HTML report, and logs every metric to MLflow as a time
-series (one run per model version, one step per night).
+Reads only today's validated features and predictions (and today's labels, for the
+performance of the earlier predictions they judge, per model version that made them) plus
+the profile stored with the model; writes a JSON and an HTML report, and logs every metric
+to MLflow as a time series (one run per model version, one step per night).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from pipelines import contracts
-from pipelines.errors import NoFeaturesError
+from pipelines.errors import DataQualityError, NoFeaturesError
 from pipelines.io import lake, tracking
 from pipelines.monitoring import drift
 from pipelines.scoring import publishing
@@ -41,34 +41,95 @@ def load_reference_profile(settings: Settings, version: str) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
 
 
-def realized_performance(settings: Settings, day: date) -> dict[str, float] | None:
-    """ROC AUC and calibration of earlier predictions whose labels landed today."""
+# The column of labelled predictions naming the night each prediction was made for.
+NIGHT_COLUMN = "prediction_night"
+
+
+def _labels(settings: Settings, day: date) -> pd.DataFrame:
+    """The labels that landed on `day`, each with the night it is about (the label rule);
+    a label partition may hold the labels of several nights."""
+    names = settings.project
+    columns = [names.entity.column, names.source.timestamp, names.label.column]
+    path = lake.partition_file(settings.raw_root, names.label.dataset, day)
+    if not path.exists():
+        return pd.DataFrame(columns=[*columns, NIGHT_COLUMN])
+    labels = pd.read_parquet(path, columns=columns)
+    try:
+        nights = {
+            stamp: contracts.labelled_night(stamp, day)
+            for stamp in labels[names.source.timestamp].drop_duplicates()
+        }
+    except DataQualityError as error:
+        raise DataQualityError(f"{names.label.dataset} date={day.isoformat()}: {error}") from None
+    return labels.assign(**{NIGHT_COLUMN: labels[names.source.timestamp].map(nights)})
+
+
+def labelled_predictions(settings: Settings, day: date) -> pd.DataFrame:
+    """Earlier predictions whose labels landed on `day`: each with its night, the model
+    version that made it, its score and its label."""
+    names = settings.project
+    score = names.scoring.score_column
+    parts = []
+    for night, labels in _labels(settings, day).groupby(NIGHT_COLUMN, sort=True):
+        path = publishing.partition(settings, publishing.PREDICTIONS, night)
+        if path.exists():
+            predictions = pd.read_parquet(
+                path, columns=[names.entity.column, score, "model_version"]
+            )
+            parts.append(labels.merge(predictions, on=names.entity.column))
+    if not parts:
+        return pd.DataFrame(columns=[NIGHT_COLUMN, names.label.column, score, "model_version"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def holdout_metrics(settings: Settings, version: str) -> dict[str, float]:
+    """A model version's metrics on its own holdout, as its training run logged them."""
+    client = tracking.mlflow_client(settings)
+    run_id = client.get_model_version(settings.project.model.name, version).run_id
+    logged = client.get_run(run_id).data.metrics
+    prefix = "holdout_"
+    return {
+        name.removeprefix(prefix): value
+        for name, value in logged.items()
+        if name.startswith(prefix)
+    }
+
+
+def _version_performance(
+    settings: Settings, version: str, rows: pd.DataFrame
+) -> contracts.RealizedPerformance:
+    """One version's labelled predictions measured, beside its own holdout."""
     from pipelines.training.model_metrics import classification_metrics
 
     names = settings.project
-    labels_path = lake.partition_file(settings.raw_root, names.label.dataset, day)
-    if not labels_path.exists():
-        return None
-    labels = pd.read_parquet(
-        labels_path, columns=[names.entity.column, names.source.timestamp, names.label.column]
+    labels = rows[names.label.column].to_numpy(dtype=int)
+    holdout = holdout_metrics(settings, version)
+    measured: dict[str, float] = {}
+    drop, level = None, "too_few_rows"
+    if len(rows) >= settings.drift.min_labelled_rows and len(set(labels)) == 2:
+        scores = rows[names.scoring.score_column].to_numpy(dtype=float)
+        measured = classification_metrics(labels, scores)
+        drop, level = drift.performance_drop(measured["roc_auc"], holdout["roc_auc"], settings)
+    return contracts.RealizedPerformance(
+        model_version=version,
+        nights=sorted(night.isoformat() for night in rows[NIGHT_COLUMN].unique()),
+        rows=len(rows),
+        metrics=measured,
+        holdout_metrics=holdout,
+        roc_auc_drop=drop,
+        level=level,
     )
-    if labels.empty:
-        return None
-    predicted_on = contracts.labelled_night(labels[names.source.timestamp].iloc[0])
-    predictions_path = publishing.partition(settings, publishing.PREDICTIONS, predicted_on)
-    if not predictions_path.exists():
-        return None
-    predictions = pd.read_parquet(
-        predictions_path, columns=[names.entity.column, settings.project.scoring.score_column]
-    )
-    joined = labels.merge(predictions, on=names.entity.column)
-    if len(joined) < settings.drift.min_labelled_rows or joined[names.label.column].nunique() < 2:
-        return None
-    metrics = classification_metrics(
-        joined[names.label.column].to_numpy(),
-        joined[settings.project.scoring.score_column].to_numpy(),
-    )
-    return {**metrics, "rows": float(len(joined)), "predicted_on_ordinal": predicted_on.toordinal()}
+
+
+def realized_performance(settings: Settings, day: date) -> list[contracts.RealizedPerformance]:
+    """Per model version, how its earlier predictions did by the labels that landed on
+    `day`, against the metrics of that version's own holdout."""
+    rows = labelled_predictions(settings, day)
+    versions = sorted({str(version) for version in rows["model_version"]}, key=int)
+    return [
+        _version_performance(settings, version, rows[rows["model_version"] == version])
+        for version in versions
+    ]
 
 
 def check(settings: Settings, day: date) -> contracts.DriftReport:
@@ -98,15 +159,9 @@ def check(settings: Settings, day: date) -> contracts.DriftReport:
         )
     )
     performance = realized_performance(settings, day)
-    performance_level = "no_labels"
-    if performance is not None:
-        drop = profile["holdout_metrics"]["roc_auc"] - performance["roc_auc"]
-        performance["roc_auc_drop"] = drop
-        performance_level = drift.level_of(
-            drop, levels.roc_auc_drop.warning, levels.roc_auc_drop.alert
-        )
+    scoring = drift.scoring_performance(performance, version)
     drifted = [f for f in features if f.level == "alert"]
-    reasons = drift.decide(drifted, prediction_level, performance_level, settings)
+    reasons = drift.decide(drifted, prediction_level, scoring, settings)
     return contracts.DriftReport(
         day=day.isoformat(),
         model_version=version,
@@ -115,7 +170,7 @@ def check(settings: Settings, day: date) -> contracts.DriftReport:
         prediction_psi=prediction_psi,
         prediction_level=prediction_level,
         performance=performance,
-        performance_level=performance_level,
+        performance_level="no_labels" if scoring is None else scoring.level,
         alarm=bool(reasons),
         reasons=reasons,
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from dataclasses import asdict
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -67,6 +66,26 @@ def _optional(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def _performance_table(report: contracts.DriftReport) -> str:
+    """Realized performance per model version, as an HTML table (or why there is none)."""
+    if not report.performance:
+        return f"<p>Realized performance: {report.performance_level}</p>"
+    rows = "".join(
+        f"<tr><td>{html.escape(item.model_version)}"
+        f"{' (scored tonight)' if item.model_version == report.model_version else ''}</td>"
+        f"<td>{html.escape(', '.join(item.nights))}</td><td>{item.rows}</td>"
+        f"<td>{_optional(item.metrics.get('roc_auc'))}</td>"
+        f"<td>{_optional(item.holdout_metrics.get('roc_auc'))}</td>"
+        f"<td>{_optional(item.roc_auc_drop)}</td><td class='{item.level}'>{item.level}</td></tr>"
+        for item in report.performance
+    )
+    return (
+        "<h2>Realized performance, by the model version that predicted</h2>"
+        "<table><tr><th>version</th><th>nights</th><th>labelled</th><th>ROC AUC</th>"
+        f"<th>holdout ROC AUC</th><th>drop</th><th>level</th></tr>{rows}</table>"
+    )
+
+
 def write_report(settings: Settings, report: contracts.DriftReport) -> Path:
     """Write the night's report as JSON and as HTML with one chart per feature."""
     day = date.fromisoformat(report.day)
@@ -108,38 +127,57 @@ def write_report(settings: Settings, report: contracts.DriftReport) -> Path:
         f"<h1>Drift report {report.day}</h1>"
         f"<p>Model version {report.model_version}, {report.rows} rows. "
         f"<b>{html.escape(verdict)}</b></p>"
-        f"<p>Realized performance: {html.escape(json.dumps(report.performance))} "
-        f"({report.performance_level})</p>"
         "<table><tr><th>feature</th><th>kind</th><th>PSI / JS</th><th>KS / JS</th>"
         "<th>Wasserstein (normed)</th>"
-        f"<th>unseen</th><th>level</th></tr>{rows}</table>{images}"
+        f"<th>unseen</th><th>level</th></tr>{rows}</table>{_performance_table(report)}{images}"
     )
     lake.write_bytes_atomic(page.encode(), target / "report.html")
     return target / "report.html"
 
 
-def log_to_mlflow(settings: Settings, report: contracts.DriftReport) -> str:
-    """Log the night's metrics as one step of the model version's drift time series."""
+def _drift_run(client: Any, experiment: str, version: str) -> str:
+    """The run holding a model version's drift time series (created on its first night)."""
+    runs = client.search_runs([experiment], f"tags.model_version = '{version}'", max_results=1)
+    if runs:
+        return str(runs[0].info.run_id)
+    created = client.create_run(
+        experiment, run_name=f"drift-v{version}", tags={"model_version": version}
+    )
+    return str(created.info.run_id)
+
+
+def _log_step(client: Any, run_id: str, day: date, metrics: dict[str, float]) -> None:
+    """Log metrics as the night's step of a run's time series."""
     import mlflow
 
+    moment = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[
+            mlflow.entities.Metric(key, float(value), moment, day.toordinal())
+            for key, value in metrics.items()
+        ],
+    )
+
+
+def _realized_metrics(item: contracts.RealizedPerformance) -> dict[str, float]:
+    """A version's realized performance as metrics of its drift run."""
+    metrics = {f"realized.{name}": value for name, value in item.metrics.items()}
+    metrics["realized.rows"] = float(item.rows)
+    if item.roc_auc_drop is not None:
+        metrics["realized.roc_auc_drop"] = item.roc_auc_drop
+    return metrics
+
+
+def log_to_mlflow(settings: Settings, report: contracts.DriftReport) -> str:
+    """Log the night's metrics as one step of the scoring version's drift time series; each
+    version's realized performance goes to that version's own series."""
     client = tracking.mlflow_client(settings)
     experiment = tracking.experiment_id(
         settings, contracts.drift_experiment(settings.project.model.name)
     )
-    runs = client.search_runs(
-        [experiment], f"tags.model_version = '{report.model_version}'", max_results=1
-    )
-    if runs:
-        run_id = runs[0].info.run_id
-    else:
-        run_id = client.create_run(
-            experiment,
-            run_name=f"drift-v{report.model_version}",
-            tags={"model_version": report.model_version},
-        ).info.run_id
+    run_id = _drift_run(client, experiment, report.model_version)
     day = date.fromisoformat(report.day)
-    step = day.toordinal()
-    moment = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
     metrics = {f"drift.{f.feature}": f.score for f in report.features}
     metrics |= {
         f"drift.{f.feature}.wasserstein": f.wasserstein
@@ -149,13 +187,8 @@ def log_to_mlflow(settings: Settings, report: contracts.DriftReport) -> str:
     metrics["drift.prediction_psi"] = report.prediction_psi
     metrics["drift.features_alerting"] = float(len(report.drifted))
     metrics["drift.alarm"] = float(report.alarm)
-    for key, value in (report.performance or {}).items():
-        metrics[f"realized.{key}"] = float(value)
-    client.log_batch(
-        run_id,
-        metrics=[
-            mlflow.entities.Metric(key, float(value), moment, step)
-            for key, value in metrics.items()
-        ],
-    )
+    _log_step(client, run_id, day, metrics)
+    for item in report.performance:
+        version_run = _drift_run(client, experiment, item.model_version)
+        _log_step(client, version_run, day, _realized_metrics(item))
     return run_id

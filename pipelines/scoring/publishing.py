@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines import faults
-from pipelines.contracts import PublishedPredictions, ScoredShard, ScoringPlan
+from pipelines.contracts import PublishedPredictions, ScoredShard, ScoringPlan, Shard, shard_range
 from pipelines.errors import RerunError
 from pipelines.io import lake
 from pipelines.scoring.predictor import load_model, predict
@@ -90,7 +90,8 @@ def _parquet_options(settings: Settings, schema: pa.Schema) -> dict[str, Any]:
     The lineage columns hold one value each: they are built as dictionaries and the
     writer takes those as they are. Without the Arrow schema in the file's metadata
     readers get them back as plain strings (every other column's type is kept by
-    parquet's own logical types). Sorted integer keys are delta-encoded. Scores are
+    parquet's own logical types). Sorted keys are delta-encoded (text keys by their shared
+    prefixes). Scores are
     split into byte streams: a float32 probability widened to float64 leaves whole
     streams of zeros, which compress to nothing. Scores and feature timestamps are
     nearly all distinct, so a dictionary would only be dropped.
@@ -99,6 +100,8 @@ def _parquet_options(settings: Settings, schema: pa.Schema) -> dict[str, Any]:
     encodings = {settings.project.scoring.score_column: "BYTE_STREAM_SPLIT"}
     if pa.types.is_integer(schema.field(entity).type):
         encodings[entity] = "DELTA_BINARY_PACKED"
+    elif pa.types.is_string(schema.field(entity).type):
+        encodings[entity] = "DELTA_BYTE_ARRAY"
     return {
         "compression": "zstd",
         "store_schema": False,
@@ -142,12 +145,13 @@ def _read_shard(path: Path) -> pa.Table:
 
 
 def score_shard(
-    settings: Settings, scoring: ScoringPlan, shard: dict[str, int], dataset: str = PREDICTIONS
+    settings: Settings, scoring: ScoringPlan, shard: Shard, dataset: str = PREDICTIONS
 ) -> ScoredShard:
     """Score one shard with the planned version; write it aside for `publish`."""
     model = load_model(settings, scoring)
     columns = model.inputs
-    rows = shard_features(settings, scoring, shard["first"], shard["last"], columns)
+    first, bound, included = shard_range(shard)
+    rows = shard_features(settings, scoring, first, bound, columns, included)
     scores = predict(model, rows.select(columns))
     table = staged_table(settings, rows, scores)
     target = _shard_file(settings, dataset, scoring, shard["index"])

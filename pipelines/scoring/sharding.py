@@ -13,6 +13,7 @@ so a shard's memory depends on the shard, not on the customer base.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -24,7 +25,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from pipelines import contracts, faults
-from pipelines.contracts import ScoringPlan
+from pipelines.contracts import EntityKey, ScoringPlan, Shard
 from pipelines.errors import NoChampionError, NoFeaturesError
 from pipelines.features import point_in_time
 from pipelines.io import feast_store, tracking
@@ -94,7 +95,7 @@ def _customers_below(found: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 def _shards_from_statistics(
     files: list[Path], entity: str, shard_rows: int, max_shards: int
-) -> list[dict[str, int]] | None:
+) -> list[Shard] | None:
     """Ranges of customers cut from row-group statistics alone, without reading a row.
 
     The distinct customers are estimated from the statistics (`_customers_below`): their
@@ -123,14 +124,18 @@ def _shards_from_statistics(
     ]
 
 
+def _distinct_ids(files: list[Path], entity: str) -> pa.Array:
+    """Every distinct customer of the files, sorted, as one Arrow array."""
+    ids = ds.dataset([str(f) for f in files], format="parquet").to_table(columns=[entity])[entity]
+    return pc.unique(ids).sort()
+
+
 def _shards_in_memory(
     files: list[Path], entity: str, shard_rows: int, max_shards: int
-) -> list[dict[str, int]]:
+) -> list[Shard]:
     """Equal ranges of every distinct customer, read into memory (for files whose
     statistics cannot bound their customers)."""
-    ids = pc.unique(
-        ds.dataset([str(f) for f in files], format="parquet").to_table(columns=[entity])[entity]
-    ).sort()
+    ids = _distinct_ids(files, entity)
     count = min(max_shards, max(1, math.ceil(len(ids) / shard_rows)))
     bounds = np.array_split(ids.to_numpy(), count)
     return [
@@ -138,6 +143,107 @@ def _shards_in_memory(
         for i, part in enumerate(bounds)
         if len(part)
     ]
+
+
+def _text_shards(least: str, cuts: list[str], greatest: str) -> list[Shard]:
+    """Ranges of text ids from least to greatest, each cut starting a shard: a shard ends
+    before the next one's first id (text has no next id to end on)."""
+    starts = [least, *sorted({cut for cut in cuts if least < cut <= greatest})]
+    shards: list[Shard] = [
+        {"index": index, "first": first, "before": following}
+        for index, (first, following) in enumerate(itertools.pairwise(starts))
+    ]
+    return [*shards, {"index": len(starts) - 1, "first": starts[-1], "last": greatest}]
+
+
+def _cut_positions(rows: int, count: int) -> list[int]:
+    """Where `count` equal parts of `rows` sorted rows start, but the first."""
+    return [rows * part // count for part in range(1, count)]
+
+
+def _text_shards_in_memory(
+    files: list[Path], entity: str, shard_rows: int, max_shards: int
+) -> list[Shard]:
+    """Equal ranges of every distinct text id, read into memory as one Arrow array (for
+    files whose statistics cannot bound their ids)."""
+    ids = _distinct_ids(files, entity)
+    if not len(ids):
+        return []
+    count = min(max_shards, max(1, math.ceil(len(ids) / shard_rows)))
+    cuts = [ids[position].as_py() for position in _cut_positions(len(ids), count)]
+    return _text_shards(ids[0].as_py(), cuts, ids[-1].as_py())
+
+
+def _text_row_groups(parquet: pq.ParquetFile, entity: str) -> list[tuple[str, str, int]] | None:
+    """Each row group's (least id, greatest id, rows) of a text key, from its statistics.
+
+    None unless every row group has them and the groups are in ascending, non-overlapping
+    order, as in a file sorted by entity (validated files are).
+    """
+    at = parquet.schema_arrow.get_field_index(entity)
+    groups = []
+    for index in range(parquet.metadata.num_row_groups):
+        group = parquet.metadata.row_group(index)
+        stats = group.column(at).statistics
+        if group.num_rows == 0:
+            continue
+        if stats is None or not stats.has_min_max or stats.null_count:
+            return None
+        groups.append((stats.min, stats.max, group.num_rows))
+    if any(after[0] <= before[1] for before, after in itertools.pairwise(groups)):
+        return None
+    return groups
+
+
+def _ids_at(parquet: pq.ParquetFile, entity: str, positions: list[int]) -> list[str]:
+    """The ids at row positions of a sorted file, reading only the row groups holding them."""
+    sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.metadata.num_row_groups)]
+    offsets = np.cumsum([0, *sizes])
+    found = []
+    for group in sorted({int(np.searchsorted(offsets, p, side="right")) - 1 for p in positions}):
+        ids = parquet.read_row_group(group, columns=[entity]).column(0)
+        low, high = offsets[group], offsets[group + 1]
+        found += [ids[p - low].as_py() for p in positions if low <= p < high]
+    return found
+
+
+def _text_shards_from_statistics(
+    files: list[Path], entity: str, shard_rows: int, max_shards: int
+) -> list[Shard] | None:
+    """Ranges of text ids cut at equal parts of the largest file, reading only the row groups
+    where the cuts fall (a row group of ids each), never every id.
+
+    Text ids cannot be interpolated between row-group bounds as integers are. The largest
+    file (a daily snapshot holds nearly every customer of the window) sets the shard count
+    and is cut into equal parts; ids the other files add fall into the ranges around them.
+    None when a file's statistics cannot bound its ids.
+    """
+    parquets = [pq.ParquetFile(path) for path in files]
+    read = [_text_row_groups(parquet, entity) for parquet in parquets]
+    groups = [found for found in read if found is not None]
+    if len(groups) < len(read):
+        return None
+    sizes = [sum(rows for _, _, rows in found) for found in groups]
+    if not any(sizes):
+        return []
+    largest = max(range(len(sizes)), key=lambda index: (sizes[index], index))
+    count = min(max_shards, max(1, math.ceil(sizes[largest] / shard_rows)))
+    cuts = _ids_at(parquets[largest], entity, _cut_positions(sizes[largest], count))
+    least = min(found[0][0] for found in groups if found)
+    greatest = max(found[-1][1] for found in groups if found)
+    return _text_shards(least, cuts, greatest)
+
+
+def _shards(files: list[Path], entity: str, shard_rows: int, max_shards: int) -> list[Shard]:
+    """The night's shards: from the files' statistics, else from their ids in memory."""
+    text = pa.types.is_string(pq.read_schema(files[-1]).field(entity).type)
+    read, in_memory = (
+        (_text_shards_from_statistics, _text_shards_in_memory)
+        if text
+        else (_shards_from_statistics, _shards_in_memory)
+    )
+    shards = read(files, entity, shard_rows, max_shards)
+    return in_memory(files, entity, shard_rows, max_shards) if shards is None else shards
 
 
 def plan(settings: Settings, day: date, alias: str = contracts.CHAMPION) -> ScoringPlan:
@@ -160,9 +266,7 @@ def plan(settings: Settings, day: date, alias: str = contracts.CHAMPION) -> Scor
     if not files:
         raise NoFeaturesError(f"no validated features within {ttl} before {at.isoformat()}")
     entity, sizing = settings.project.entity.column, settings.scoring
-    shards = _shards_from_statistics(files, entity, sizing.shard_rows, sizing.max_shards)
-    if shards is None:
-        shards = _shards_in_memory(files, entity, sizing.shard_rows, sizing.max_shards)
+    shards = _shards(files, entity, sizing.shard_rows, sizing.max_shards)
     planned = ScoringPlan(
         day=day.isoformat(),
         as_of=at.isoformat(),
@@ -180,9 +284,15 @@ def plan(settings: Settings, day: date, alias: str = contracts.CHAMPION) -> Scor
 
 
 def shard_features(
-    settings: Settings, scoring: ScoringPlan, first: int, last: int, columns: list[str]
+    settings: Settings,
+    scoring: ScoringPlan,
+    first: EntityKey,
+    last: EntityKey,
+    columns: list[str],
+    last_included: bool = True,
 ) -> pa.Table:
-    """Point-in-time features of customers first..last: latest row with T - ttl <= ts <= T.
+    """Point-in-time features of customers first..last (`last` itself only if included):
+    the latest row with T - ttl <= ts <= T.
 
     Text features come dictionary-encoded, as the files store them.
     """
@@ -193,4 +303,8 @@ def shard_features(
         names.entity.column, names.source.timestamp, at - ttl, at, (first, last)
     )
     files = _window_files(settings, at, ttl)
-    return point_in_time.latest_rows(files, window, columns, text_as_dictionary=True)
+    rows = point_in_time.latest_rows(files, window, columns, text_as_dictionary=True)
+    # Rows come sorted by entity: an excluded last customer is the last row, if any.
+    if not last_included and rows.num_rows and rows.column(window.entity)[-1].as_py() == last:
+        rows = rows.slice(0, rows.num_rows - 1)
+    return rows

@@ -11,6 +11,7 @@ import json
 from datetime import UTC, date, datetime, timedelta
 from types import SimpleNamespace
 
+import pandas as pd
 import pyarrow as pa
 import pytest
 
@@ -19,6 +20,7 @@ from pipelines.demo import synthetic
 from pipelines.io import lake, tracking
 from pipelines.jobs import batch_scoring, drift_monitor, training
 from pipelines.monitoring import nightly
+from pipelines.scoring import publishing, sharding
 from pipelines.settings import load_settings
 
 pytestmark = pytest.mark.e2e
@@ -120,9 +122,73 @@ def test_performance_is_measured_when_delayed_labels_arrive(monitored_world):
     predicted_on = LAST_HISTORY_DAY - timedelta(days=settings.synthetic.label_delay_days)
     _score_night(predicted_on)
 
-    performance = nightly.realized_performance(settings, LAST_HISTORY_DAY)
+    (performance,) = nightly.realized_performance(settings, LAST_HISTORY_DAY)
 
-    assert performance is not None
-    assert performance["rows"] == settings.synthetic.customers
-    assert 0.5 < performance["roc_auc"] <= 1.0
-    assert nightly.realized_performance(settings, LAST_HISTORY_DAY - timedelta(days=1)) is None
+    assert performance.model_version == "1" and performance.nights == [predicted_on.isoformat()]
+    assert performance.rows == settings.synthetic.customers
+    assert 0.5 < performance.metrics["roc_auc"] <= 1.0
+    assert nightly.realized_performance(settings, LAST_HISTORY_DAY - timedelta(days=1)) == []
+
+
+def _labels_landing_on(settings, landing_day: date, nights: list[date]) -> None:
+    """One label partition holding the generator's labels of several nights."""
+    delay = timedelta(days=settings.synthetic.label_delay_days)
+    frames = [synthetic.labels(settings.synthetic, night + delay) for night in nights]
+    lake.write_table_atomic(
+        pa.Table.from_pandas(
+            pd.concat(frames, ignore_index=True),
+            schema=synthetic.LABEL_SCHEMA,
+            preserve_index=False,
+        ),
+        lake.partition_file(settings.raw_root, settings.project.label.dataset, landing_day),
+    )
+
+
+def test_labels_of_nights_two_versions_scored_are_judged_by_each_versions_holdout(
+    monitored_world,
+):
+    # Given a night scored by the champion (v1), an earlier one by a second version (v2),
+    # and one label partition landing tonight with the labels of both nights
+    settings, quiet = monitored_world
+    by_v1, by_v2, tonight = quiet[-1], quiet[-1] - timedelta(days=6), DRIFT_START + timedelta(2)
+    worse = training.train_and_gate(
+        LAST_HISTORY_DAY,
+        None,
+        None,
+        {"n_estimators": 1, "max_depth": 1},
+        "a second version",
+        "test",
+    )
+    assert worse["outcome"]["to_version"] == "2"
+    plan = sharding.plan(settings, by_v2, contracts.CHALLENGER)
+    for shard in plan.shards:
+        publishing.score_shard(settings, plan, shard)
+    publishing.publish(settings, plan)
+    _labels_landing_on(settings, tonight, [by_v1, by_v2])
+    _score_night(tonight)
+
+    # When tonight is checked
+    report = contracts.DriftReport.from_xcom(drift_monitor.check_drift(tonight))
+
+    # Then each version's predictions are measured apart, against that version's own holdout
+    client = tracking.mlflow_client(settings)
+    assert [item.model_version for item in report.performance] == ["1", "2"]
+    for item, night in zip(report.performance, [by_v1, by_v2], strict=True):
+        run_id = client.get_model_version(settings.project.model.name, item.model_version).run_id
+        holdout = client.get_run(run_id).data.metrics["holdout_roc_auc"]
+        assert item.nights == [night.isoformat()] and item.rows == settings.synthetic.customers
+        assert item.holdout_metrics["roc_auc"] == holdout
+        assert item.roc_auc_drop == pytest.approx(holdout - item.metrics["roc_auc"])
+    # And the level the alarm judges is that of the version that scored tonight (v1)
+    assert report.model_version == "1" and report.performance_level == report.performance[0].level
+    # And each version's realized metrics join its own drift time series, at tonight's step
+    experiment = client.get_experiment_by_name(
+        contracts.drift_experiment(settings.project.model.name)
+    )
+    (run,) = client.search_runs([experiment.experiment_id], "tags.model_version = '2'")
+    history = client.get_metric_history(run.info.run_id, "realized.roc_auc")
+    assert [(m.step, m.value) for m in history] == [
+        (tonight.toordinal(), report.performance[1].metrics["roc_auc"])
+    ]
+    page = (nightly.report_dir(settings, tonight) / "report.html").read_text()
+    assert "by the model version that predicted" in page and "1 (scored tonight)" in page

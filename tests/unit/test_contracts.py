@@ -8,6 +8,7 @@ import subprocess
 import sys
 from dataclasses import fields
 from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -35,6 +36,45 @@ def test_a_missing_partition_key_is_never_retried():
 
 def test_the_time_rule_is_the_midnight_after_the_night():
     assert contracts.midnight_after(date(2026, 2, 28)) == datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def test_a_label_is_stamped_with_the_midnight_after_its_night_and_lands_on_or_after_it():
+    night = date(2026, 2, 28)
+    stamp = contracts.label_time(night)
+
+    assert stamp == datetime(2026, 3, 1, tzinfo=UTC)
+    # Read back from a partition that landed that night or any later day (labels lag),
+    # whatever zone the timestamp is written in
+    assert contracts.labelled_night(stamp, night) == night
+    assert (
+        contracts.labelled_night(stamp.astimezone(ZoneInfo("Asia/Tokyo")), date(2026, 4, 1))
+        == night
+    )
+
+
+@pytest.mark.parametrize(
+    ("stamp", "landed_on", "problem"),
+    [
+        (datetime(2026, 3, 1, 5, tzinfo=UTC), date(2026, 3, 31), "is not a midnight (UTC)"),
+        (
+            datetime(2026, 3, 1, tzinfo=ZoneInfo("Europe/Paris")),
+            date(2026, 3, 31),
+            "is not a midnight (UTC)",
+        ),
+        (datetime(2026, 3, 1), date(2026, 3, 31), "has no time zone"),
+        (
+            datetime(2026, 3, 1, tzinfo=UTC),
+            date(2026, 2, 27),
+            "a label of night 2026-02-28 landed on 2026-02-27",
+        ),
+    ],
+    ids=["not-midnight", "local-midnight", "naive", "landed-before-its-night"],
+)
+def test_a_label_that_breaks_the_label_rule_is_refused_saying_how(stamp, landed_on, problem):
+    with pytest.raises(errors.DataQualityError) as caught:
+        contracts.labelled_night(stamp, landed_on)
+
+    assert problem in str(caught.value)
 
 
 def test_the_schedule_starts_at_the_midnight_after_its_first_night():

@@ -67,6 +67,10 @@ def test_an_unknown_project_names_the_known_ones():
             "accuracy",
         ),
         (lambda d: d["entity"].update(type="uuid"), "entity.type"),
+        (
+            lambda d: d["entity"].update(type="string"),
+            "entity: Value error, min applies to int64 ids, not to string",
+        ),
         (lambda d: d["source"]["columns"].update(customer_id={"type": "int64"}), "repeats a key"),
         (lambda d: d.update(colour="blue"), "colour: Extra inputs are not permitted"),
     ],

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.demo import synthetic
+from pipelines.demo import synthetic, worlds
 from pipelines.demo.synthetic import ACTIVITY_SCHEMA, LABEL_SCHEMA, Fault
 from pipelines.io import lake
 from pipelines.settings import SyntheticSettings, load_settings
@@ -135,6 +135,24 @@ def test_landed_activity_matches_the_schema(settings):
     assert path == lake.partition_file(settings.raw_root, "activity", START)
     assert pq.read_schema(path).remove_metadata().equals(ACTIVITY_SCHEMA)
     assert pq.read_metadata(path).num_rows == settings.synthetic.customers
+
+
+def test_a_project_with_text_ids_gets_the_same_customers_zero_padded(tmp_path, monkeypatch):
+    # Given the demo's project with text customer ids
+    monkeypatch.setenv("MLOPS_PROJECT", str(worlds.text_id_project(tmp_path / "project")))
+    monkeypatch.setenv("MLOPS_STATE_ROOT", str(tmp_path / "state"))
+    monkeypatch.setenv("MLOPS_SYNTHETIC__LABEL_DELAY_DAYS", "0")
+    settings = load_settings()
+
+    # When a day lands
+    synthetic.land_day(settings, START)
+
+    # Then its activity and labels name the generator's customers as zero-padded text
+    expected = [f"{n:010d}" for n in synthetic.activity(settings.synthetic, START)["customer_id"]]
+    for dataset in ("activity", "labels"):
+        table = pq.read_table(lake.partition_file(settings.raw_root, dataset, START))
+        assert table.schema.field("customer_id").type == pa.string()
+        assert table.column("customer_id").to_pylist() == expected
 
 
 # Labels --------------------------------------------------------------------------------------

@@ -120,7 +120,7 @@ def test_a_bool_column_is_conformed_from_booleans_only():
     as_text = pa.table({"flag": ["yes", "no"]})
 
     # Then booleans pass and text is refused naming the column
-    assert validation.conform.conform(as_bool, schema).column("flag").type == pa.bool_()
+    assert validation.conform.conform(as_bool, schema, "UTC").column("flag").type == pa.bool_()
     with pytest.raises(Exception, match="column 'flag' is string; the contract needs bool"):
-        validation.conform.conform(as_text, schema)
+        validation.conform.conform(as_text, schema, "UTC")
     assert pd.isna(as_bool.column("flag").to_pylist()[1])

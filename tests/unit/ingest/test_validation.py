@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from pipelines.demo import synthetic
 from pipelines.demo.synthetic import Fault
@@ -25,6 +26,8 @@ from pipelines.errors import (
 from pipelines.ingest import contract, publish, validation
 from pipelines.io import lake
 from pipelines.jobs import feature_pipeline
+from pipelines.project import PROJECTS_ROOT
+from pipelines.settings import load_settings
 
 DAY = date(2026, 1, 1)
 
@@ -498,8 +501,10 @@ def test_lossless_variants_are_published_on_the_contracts_types(settings):
     [
         (
             "event_timestamp",
-            lambda t: t.column("event_timestamp").cast(pa.timestamp("us")),
-            "column 'event_timestamp' is timestamp[us] without a time zone",
+            lambda t: pc.add(
+                pc.multiply(t.column("event_timestamp").cast(pa.int64()), 1000), 1
+            ).cast(pa.timestamp("ns")),
+            "column 'event_timestamp' (timestamp[ns]) does not fit timestamp[us, tz=UTC]",
         ),
         (
             "event_timestamp",
@@ -524,7 +529,7 @@ def test_lossless_variants_are_published_on_the_contracts_types(settings):
             "column 'plan' is binary; the contract needs string",
         ),
     ],
-    ids=["naive-timestamp", "nanoseconds", "fractional-int", "beyond-int64", "binary-text"],
+    ids=["naive-nanoseconds", "nanoseconds", "fractional-int", "beyond-int64", "binary-text"],
 )
 def test_lossy_or_ambiguous_types_are_refused_naming_the_column(settings, column, make, phrase):
     # Given a day landed with a column that cannot be put on the contract's type losslessly
@@ -541,18 +546,58 @@ def test_lossy_or_ambiguous_types_are_refused_naming_the_column(settings, column
     assert not settings.validated_root.exists()
 
 
-def test_naive_timestamps_with_pandas_metadata_saying_utc_are_refused(settings):
-    # Given naive timestamps whose pandas metadata claims UTC (pandas reads them as aware)
+def _project_in(tmp_path, monkeypatch, timezone: str):
+    """Settings of the demo's project, its source in another time zone."""
+    document = yaml.safe_load((PROJECTS_ROOT / "demo" / "project.yaml").read_text())
+    document["source"]["timezone"] = timezone
+    path = tmp_path / "zoned" / "project.yaml"
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump(document))
+    monkeypatch.setenv("MLOPS_PROJECT", str(path))
+    return load_settings()
+
+
+@pytest.mark.parametrize("timezone", ["UTC", "America/New_York"])
+def test_timestamps_without_a_time_zone_are_wall_times_of_the_sources_time_zone(
+    settings, tmp_path, monkeypatch, timezone
+):
+    # Given a day landed as wall times of the project's time zone, without the zone (and
+    # pandas metadata that says UTC whatever the zone: readers get the Arrow type)
+    settings = _project_in(tmp_path, monkeypatch, timezone)
     table = contract_table(clean_frame(settings))
-    naive = with_column(
-        table, "event_timestamp", table.column("event_timestamp").cast(pa.timestamp("us"))
-    )
-    land(settings, naive.replace_schema_metadata(table.schema.metadata))
+    stamps = table.column("event_timestamp")
+    walls = pc.local_timestamp(stamps.cast(pa.timestamp("us", timezone)))
+    land(settings, with_column(table, "event_timestamp", walls))
     assert str(pq.read_table(raw(settings)).to_pandas()["event_timestamp"].dt.tz) == "UTC"
 
-    # When the gate runs, then it judges the Arrow type that readers get, and refuses it
-    with pytest.raises(ContractViolationError, match="without a time zone"):
+    # When the gate runs, then the published instants are those the wall times name there
+    published = published_table(settings)
+    assert published.column("event_timestamp").equals(
+        table.sort_by("customer_id")["event_timestamp"]
+    )
+
+
+def test_a_wall_time_a_daylight_saving_change_skips_refuses_the_partition(
+    settings, tmp_path, monkeypatch
+):
+    # Given a Paris project, and a landed wall time that Paris skipped on 2026-03-29
+    settings = _project_in(tmp_path, monkeypatch, "Europe/Paris")
+    table = contract_table(clean_frame(settings))
+    walls = pc.local_timestamp(
+        table.column("event_timestamp").cast(pa.timestamp("us", "Europe/Paris"))
+    )
+    walls = pa.concat_arrays(
+        [pa.array([datetime(2026, 3, 29, 2, 30)], pa.timestamp("us")), walls.combine_chunks()[1:]]
+    )
+    landed = land(settings, with_column(table, "event_timestamp", walls))
+
+    # When the gate runs, then the partition is quarantined, the column and the zone named
+    with pytest.raises(ContractViolationError) as caught:
         validation.validate_partition(settings, DAY)
+    message = str(caught.value)
+    assert "column 'event_timestamp' (timestamp[us]) holds wall times of Europe/Paris" in message
+    assert "1 skipped when clocks go forward (e.g. 2026-03-29 02:30:00)" in message
+    assert not landed.exists() and quarantined(settings).exists()
 
 
 def test_a_partition_is_all_its_files_whatever_their_names(settings):

@@ -197,7 +197,50 @@ def test_tiny_samples_never_raise_alarms(settings):
     drifted = [f for f in results if f.level == "alert"]
 
     assert {f.level for f in results} == {"too_few_rows"}
-    assert drift.decide(drifted, "too_few_rows", "no_labels", settings) == []
+    assert drift.decide(drifted, "too_few_rows", None, settings) == []
+
+
+def _realized(version: str, roc_auc: float, holdout_roc_auc: float, settings, rows=1_000):
+    """A version's realized performance, its level judged as the monitor judges it."""
+    drop, level = drift.performance_drop(roc_auc, holdout_roc_auc, settings)
+    return contracts.RealizedPerformance(
+        version,
+        ["2026-01-15"],
+        rows,
+        {"roc_auc": roc_auc},
+        {"roc_auc": holdout_roc_auc},
+        drop,
+        level,
+    )
+
+
+@pytest.mark.parametrize(
+    ("scoring_version", "reason"),
+    [
+        (
+            "1",
+            "realized ROC AUC of version 1 fell 0.100 below its holdout's, beyond tolerance "
+            "(1000 labelled predictions)",
+        ),
+        ("2", None),
+        ("3", None),
+    ],
+    ids=["its-own-drop", "an-older-versions-drop", "no-labels-yet"],
+)
+def test_a_realized_drop_is_judged_per_version_and_alarms_for_the_scoring_one(
+    settings, scoring_version, reason
+):
+    # Given labels judging version 1 (0.70 against 0.80 on its own holdout: beyond the
+    # alert level) and version 2 (0.70 against 0.72: within tolerance)
+    performance = [_realized("1", 0.70, 0.80, settings), _realized("2", 0.70, 0.72, settings)]
+    assert [item.level for item in performance] == ["alert", "ok"]
+
+    # When the night was scored by one version, then only that version's drop can alarm:
+    # retraining replaces the model that scores now, not one already replaced
+    scoring = drift.scoring_performance(performance, scoring_version)
+    reasons = drift.decide([], "ok", scoring, settings)
+
+    assert reasons == ([] if reason is None else [reason])
 
 
 def _report(alarm: bool, day: str = "2026-02-15") -> dict:
@@ -214,8 +257,8 @@ def _report(alarm: bool, day: str = "2026-02-15") -> dict:
         "model_version": "3",
         "rows": 1000,
         "prediction_level": "ok",
-        "performance": None,
-        "performance_level": "ok",
+        "performance": [],
+        "performance_level": "no_labels",
     }
 
 

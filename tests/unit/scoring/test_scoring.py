@@ -221,11 +221,16 @@ def test_a_model_without_a_declared_encoding_is_scored_as_a_whole(world):
     np.testing.assert_array_equal(predictor.predict(other, _text_as_dictionaries(rows)), expected)
 
 
-def _sorted_day(path, rows: list[tuple[int, datetime, int]]) -> Path:
+def _text_id(number: int) -> str:
+    """A text customer id, in the order of the numbers below 10."""
+    return f"id-{number}"
+
+
+def _sorted_day(path, rows: list[tuple[int, datetime, int]], key=int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.table(
         {
-            "customer_id": pa.array([r[0] for r in rows], pa.int64()),
+            "customer_id": pa.array([key(r[0]) for r in rows]),
             "event_timestamp": pa.array([r[1] for r in rows], pa.timestamp("us", tz="UTC")),
             "sessions": pa.array([r[2] for r in rows], pa.int64()),
         }
@@ -243,7 +248,7 @@ def _window(start, end, entities=None) -> point_in_time.Window:
 
 
 def _assert_latest_rows_are_the_windows(
-    files: list[Path], start: datetime, end: datetime, ranges: list[tuple[int, int] | None]
+    files: list[Path], start: datetime, end: datetime, ranges: list[tuple | None]
 ) -> list[int]:
     """Check `latest_rows` against the latest of the whole window for each customer range;
     return every customer's latest `sessions`."""
@@ -264,8 +269,9 @@ def _assert_latest_rows_are_the_windows(
     return [row["sessions"] for row in expected.to_pylist()]
 
 
+@pytest.mark.parametrize("key", [int, _text_id], ids=["integer-ids", "text-ids"])
 @pytest.mark.parametrize("in_time_order", [True, False])
-def test_latest_rows_equal_the_latest_of_the_window(tmp_path, in_time_order):
+def test_latest_rows_equal_the_latest_of_the_window(tmp_path, in_time_order, key):
     # Given sorted daily files: a customer missing from the newest day, one only before the
     # window, one only after it, a tie across two files, and (or not) a file out of time order
     start, end = _at(2, 0), _at(4, 0)
@@ -273,10 +279,12 @@ def test_latest_rows_equal_the_latest_of_the_window(tmp_path, in_time_order):
         _sorted_day(
             tmp_path / "d1" / "part-0.parquet",
             [(1, _at(1, 12), 10), (2, _at(1, 23), 20), (4, _at(1, 5), 40)],
+            key,
         ),
         _sorted_day(
             tmp_path / "d2" / "part-0.parquet",
             [(1, _at(2, 3), 11), (2, _at(2, 0), 21), (3, _at(2, 6), 31), (6, _at(3, 0), 60)],
+            key,
         ),
         _sorted_day(
             tmp_path / "d3" / "part-0.parquet",
@@ -286,6 +294,7 @@ def test_latest_rows_equal_the_latest_of_the_window(tmp_path, in_time_order):
                 (5, _at(4, 1), 50),
                 (6, _at(3, 0), 61),
             ],
+            key,
         ),
     ]
     keys = [
@@ -295,7 +304,8 @@ def test_latest_rows_equal_the_latest_of_the_window(tmp_path, in_time_order):
 
     # When the latest rows are picked from keys, then decoded, they are the latest row of
     # each customer in the window, ties to the later file
-    sessions = _assert_latest_rows_are_the_windows(files, start, end, [None, (2, 6), (3, 3)])
+    ranges = [None, (key(2), key(6)), (key(3), key(3))]
+    sessions = _assert_latest_rows_are_the_windows(files, start, end, ranges)
     assert sessions == ([12, 21, 32, 61] if in_time_order else [11, 21, 32, 61])
 
 
@@ -413,6 +423,87 @@ def test_the_whole_int64_range_is_planned(tmp_path, ids):
             assert before["last"] < after["first"] <= after["last"]
         counts = [int(((ids >= s["first"]) & (ids <= s["last"])).sum()) for s in shards]
         assert sum(counts) == len(ids)
+
+
+def _text_days(tmp_path: Path, days: int, row_group_rows: int) -> list[Path]:
+    """Daily snapshots sorted by text ids of any length (some not ASCII): each day holds
+    most of one customer base, and a few customers of its own."""
+    rng = np.random.default_rng(5)
+    base = np.array([f"{'cé'[n % 2]}{n}" for n in range(3_000)])
+    files = []
+    for day in range(days):
+        held = base[rng.random(len(base)) < 0.95]
+        ids = pa.array([*held, *(f"new-{day}-{n}" for n in range(50))]).sort()
+        path = tmp_path / f"d{day}" / "part-0.parquet"
+        path.parent.mkdir(parents=True)
+        pq.write_table(pa.table({"customer_id": ids}), path, row_group_size=row_group_rows)
+        files.append(path)
+    return files
+
+
+def _held(shards: list[dict], ids: np.ndarray) -> list[np.ndarray]:
+    """Which of `ids` each shard holds, by its range (`contracts.shard_range`)."""
+    held = []
+    for shard in shards:
+        first, bound, included = contracts.shard_range(shard)
+        below = ids <= bound if included else ids < bound
+        held.append((ids >= first) & below)
+    return held
+
+
+@pytest.mark.parametrize(("shard_rows", "max_shards"), [(500, 32), (1_000, 3), (10_000, 32)])
+def test_text_shards_from_statistics_cover_every_customer_once_in_even_parts(
+    tmp_path, shard_rows, max_shards
+):
+    # Given daily files sorted by text ids, in row groups of 128
+    files = _text_days(tmp_path, days=3, row_group_rows=128)
+    tables = [pq.read_table(f)["customer_id"].to_numpy() for f in files]
+    customers = np.unique(np.concatenate(tables))
+
+    # When the shards are cut from the statistics and the ids at the cuts
+    shards = sharding._text_shards_from_statistics(files, "customer_id", shard_rows, max_shards)
+
+    # Then each customer is in exactly one shard, whichever file holds it
+    held = _held(shards, customers)
+    assert (np.sum(held, axis=0) == 1).all()
+    assert [s["index"] for s in shards] == list(range(len(shards)))
+    # And the largest day is cut in equal parts, which the other days' few customers leave
+    # within a tenth of an even share of all customers
+    largest = max(tables, key=len)
+    assert len(shards) == min(max_shards, -(-len(largest) // shard_rows))
+    parts = [int(mask.sum()) for mask in _held(shards, largest)]
+    assert max(parts) - min(parts) <= 1
+    even = len(customers) / len(shards)
+    assert all(abs(int(mask.sum()) - even) <= even / 10 for mask in held)
+
+
+def test_text_ids_whose_statistics_cannot_bound_them_are_split_in_memory(tmp_path):
+    # Given a file of text ids that is not sorted (row groups overlap)
+    path = tmp_path / "part-0.parquet"
+    ids = [f"u{n}" for n in np.random.default_rng(3).permutation(1_000)]
+    pq.write_table(pa.table({"customer_id": ids}), path, row_group_size=100)
+
+    # Then statistics give no split, and the one in memory has equal parts of every id
+    assert sharding._text_shards_from_statistics([path], "customer_id", 250, 32) is None
+    shards = sharding._text_shards_in_memory([path], "customer_id", 250, 32)
+    held = _held(shards, np.array(ids, dtype=object))
+    assert [int(mask.sum()) for mask in held] == [250] * 4
+    assert shards[0]["first"] == min(ids) and shards[-1]["last"] == max(ids)
+
+
+def test_a_text_shard_ends_before_the_id_the_next_one_starts_with():
+    # Given text ids, where no id comes right before another one ("a" < "a\x00" < "a0")
+    shards = sharding._text_shards("a", ["m", "a", "zz", "m"], "zz")
+
+    # Then each cut starts a shard once and ends the one before it, the last id included
+    assert shards == [
+        {"index": 0, "first": "a", "before": "m"},
+        {"index": 1, "first": "m", "before": "zz"},
+        {"index": 2, "first": "zz", "last": "zz"},
+    ]
+    ids = np.array(["a", "a\x00", "lzzz", "m", "m\x00", "z", "zz"], dtype=object)
+    assert [mask.sum() for mask in _held(shards, ids)] == [3, 3, 1]
+    assert json.loads(json.dumps(shards)) == shards  # ids cross XCom as JSON
 
 
 def test_a_customer_with_the_greatest_id_is_scored(world, monkeypatch):
