@@ -30,6 +30,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from pydantic import ValidationError
+
 from pipelines import contracts, security, training_request
 from pipelines.contracts import XCom
 from pipelines.demo import synthetic
@@ -497,6 +499,14 @@ def _exec_airflow(args: list[str]) -> None:
     os.execv(sys.executable, [sys.executable, "-m", "airflow", *argv])
 
 
+def _settings_problems(error: ValidationError) -> str:
+    """Pydantic's errors of the settings in one line: where, then what."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in item['loc'])}: {item['msg'].removeprefix('Value error, ')}"
+        for item in error.errors()
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; a pipeline error prints its message and exits 1."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -519,6 +529,9 @@ def main(argv: list[str] | None = None) -> int:
         result = _run(args)
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except ValidationError as error:  # the settings or the project they load
+        print(f"error: {_settings_problems(error)}", file=sys.stderr)
         return 1
     if result is not None:
         # One line for machines (the infra check is parsed by its parent), indented for people.

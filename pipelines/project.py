@@ -353,7 +353,8 @@ def load_project(reference: str | Path) -> Project:
     """The project a name or path refers to, checked; a clear error names what is wrong."""
     path = project_file(reference)
     try:
-        document: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+        with path.open(encoding="utf-8") as stream:  # YAML's errors then name the file
+            document: Any = yaml.safe_load(stream)
     except FileNotFoundError:
         known = sorted(p.name for p in PROJECTS_ROOT.iterdir() if (p / PROJECT_FILE).is_file())
         raise ConfigurationError(
@@ -365,7 +366,8 @@ def load_project(reference: str | Path) -> Project:
         return Project.model_validate(document)
     except ValidationError as error:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in item['loc']) or 'project'}: {item['msg']}"
+            f"{'.'.join(str(p) for p in item['loc']) or 'project'}: "
+            + item["msg"].removeprefix("Value error, ")
             for item in error.errors()
         )
         raise ConfigurationError(f"{path}: {problems}") from None

@@ -55,6 +55,13 @@ def _kind(field: pa.Field) -> str | None:
     return None
 
 
+def _widened(value: float) -> int:
+    """A bound ten times beyond the sample's order of magnitude: one day's extremes are not
+    the data's (e.g. 895 gives 10,000; -3.5 gives -100)."""
+    magnitude = 10 ** (math.ceil(math.log10(abs(value) + 1)) + 1)
+    return int(math.copysign(magnitude, value))
+
+
 def _null_share(column: pa.ChunkedArray) -> float:
     """The sample's null share, rounded up to whole percents (0 when it has none)."""
     share = column.null_count / max(len(column), 1)
@@ -67,7 +74,7 @@ def infer_column(name: str, column: pa.ChunkedArray, kind: str) -> dict[str, Any
     if kind in ("int64", "float64") and column.null_count < len(column):
         bounds = pc.min_max(column)
         low, high = bounds["min"].as_py(), bounds["max"].as_py()
-        spec |= {"min": min(0, math.floor(low)), "max": math.ceil(high)}
+        spec |= {"min": _widened(low) if low < 0 else 0, "max": _widened(high)}
     if kind == "string":
         distinct = pc.unique(column.combine_chunks().cast(pa.string())).drop_null()
         if len(distinct) <= MAX_CATEGORIES:

@@ -56,7 +56,7 @@ def test_an_unknown_project_names_the_known_ones():
         (lambda d: d["model"].update(features=["plan", "shoe_size"]), "shoe_size"),
         (
             lambda d: d["source"]["columns"]["plan"].update(min=0),
-            "source.columns.plan: Value error, min and max apply to numbers, not to string",
+            "source.columns.plan: min and max apply to numbers, not to string",
         ),
         (
             lambda d: d["model"]["hyperparameters"].update(max_depth=99),
@@ -69,7 +69,7 @@ def test_an_unknown_project_names_the_known_ones():
         (lambda d: d["entity"].update(type="uuid"), "entity.type"),
         (
             lambda d: d["entity"].update(type="string"),
-            "entity: Value error, min applies to int64 ids, not to string",
+            "entity: min applies to int64 ids, not to string",
         ),
         (lambda d: d["source"]["columns"].update(customer_id={"type": "int64"}), "repeats a key"),
         (lambda d: d.update(colour="blue"), "colour: Extra inputs are not permitted"),
