@@ -83,6 +83,7 @@ def materialize_window(
         latest = _not_older_than_online(
             store, view, latest, names.entity, names.timestamp, batch_rows
         )
+    latest = online_store.key_ordered(store, view, latest)
     for offset in range(0, latest.num_rows, batch_rows):
         online_store.write_rows(store, view, latest.slice(offset, batch_rows))
         faults.crash_here(settings, "materialize.batch_written")

@@ -44,6 +44,7 @@ _VARINT_BYTES = 10
 _SHIFTS = np.arange(_VARINT_BYTES, dtype=np.uint64) * np.uint64(7)
 _VARINT_LONGER = np.uint64(1) << _SHIFTS[1:]  # the least value of each length past one byte
 _READ_BYTES = 1 << 20
+_SLICE_ROWS = 2_048  # Redis commands built (and sent) at a time
 
 
 @dataclass(frozen=True)
@@ -68,20 +69,36 @@ def write_rows(store: Any, view: Any, rows: pa.Table) -> None:
         writer(store, view, online_rows(view, rows))
 
 
-def _bulk_writer(store: Any, view: Any) -> Callable[[Any, Any, OnlineRows], None] | None:
-    """The bulk writer of the store's online store type for this view, if there is one."""
-    config = store.config
-    online = config.online_store
+def key_ordered(store: Any, view: Any, rows: pa.Table) -> pa.Table:
+    """The rows in the order SQLite keeps their entity keys in (as they are elsewhere): written
+    in slices, each slice then holds neighbouring keys, and the table's indexes take it as a
+    run of pages rather than scattered over the whole table."""
+    if not rows.num_rows or _bulk_writer(store, view) is not _write_sqlite:
+        return rows
+    ids = _entity_ids(rows, view.entity_columns[0].name)
+    # The keys share their header; their last eight bytes, the little-endian id, compare as
+    # the same bytes read as a big-endian unsigned integer.
+    return rows.take(np.argsort(ids.astype("<i8").view(">u8"), kind="stable"))
+
+
+def _encodable(view: Any) -> bool:
+    """Whether this module builds the view's records: one int64 join key, the value types
+    of `_TAGS`, no field mapping, no created timestamps."""
     source = view.batch_source
-    encodable = (
-        config.entity_key_serialization_version == 3
-        and len(view.entity_columns) == 1
+    return (
+        len(view.entity_columns) == 1
         and view.entity_columns[0].dtype.to_value_type().name == "INT64"
         and all(field.dtype.to_value_type().name in _TAGS for field in view.features)
         and not source.field_mapping
         and not source.created_timestamp_column
     )
-    if not encodable:
+
+
+def _bulk_writer(store: Any, view: Any) -> Callable[[Any, Any, OnlineRows], None] | None:
+    """The bulk writer of the store's online store type for this view, if there is one."""
+    config = store.config
+    online = config.online_store
+    if config.entity_key_serialization_version != 3 or not _encodable(view):
         return None
     if online.type == "sqlite" and not (
         online.vector_enabled or getattr(online, "enable_openai_compatible_store", False)
@@ -323,38 +340,39 @@ def _write_redis(store: Any, view: Any, rows: OnlineRows) -> None:
     online = config.online_store
     client = store.provider.online_store._get_client(online)
     name = compute_versioned_name(view, config.registry.enable_online_feature_view_versioning)
-    stamp_field = f"_ts:{name}".encode()
     project = _binary(config.project.encode())
     keys = pc.binary_join_element_wise(rows.entity_keys, project, _binary(b""))
     with _connection(client) as connection:
+        written = np.arange(len(keys))
         if not online.skip_dedup:
-            _send(connection, _commands(b"HMGET", keys, stamp_field))
-        # Built while Redis reads the stored timestamps.
-        commands = _hset_commands(rows, keys, name, stamp_field, online.key_ttl_seconds)
-        if not online.skip_dedup:
+            _send(connection, _commands(b"HMGET", keys, f"_ts:{name}".encode()))
             stored = _stored_times(_receive(connection, len(keys)))
-            commands = commands.take(np.flatnonzero(_newer_than_stored(rows.event_micros, stored)))
-        if len(commands):
-            _send(connection, commands)
-            _receive(connection, len(commands) * (2 if online.key_ttl_seconds else 1))
+            written = np.flatnonzero(_newer_than_stored(rows.event_micros, stored))
+        # Sent a slice at a time: Redis sets one slice's hashes while the next is built.
+        for first in range(0, len(written), _SLICE_ROWS):
+            chosen = written[first : first + _SLICE_ROWS]
+            _send(connection, _set_commands(rows, keys.take(chosen), chosen, name, online))
+        _receive(connection, len(written) * (2 if online.key_ttl_seconds else 1))
 
 
-def _hset_commands(
-    rows: OnlineRows, keys: pa.Array, view_name: str, stamp_field: bytes, ttl: int | None
+def _set_commands(
+    rows: OnlineRows, keys: pa.Array, chosen: np.ndarray, view_name: str, online: Any
 ) -> pa.Array:
-    """Each row's `HSET` of its event timestamp and features, then its `EXPIRE` if a TTL."""
+    """The `HSET` of each chosen row's event timestamp and features under its key, then
+    its `EXPIRE` when the online store sets a TTL."""
     from feast.infra.online_stores.helpers import _mmh3
 
-    seconds, fraction = np.divmod(rows.event_micros, 10**6)
+    seconds, fraction = np.divmod(rows.event_micros[chosen], 10**6)
     stamps = _timestamp_protos(seconds, fraction * 1000)
     fields = [
-        (_mmh3(f"{view_name}:{feature}"), values)
+        (_mmh3(f"{view_name}:{feature}"), values.take(chosen))
         for feature, values in zip(rows.features, rows.values, strict=True)
     ]
+    stamp_field = f"_ts:{view_name}".encode()
     commands = _commands(b"HSET", keys, stamp_field, stamps, *itertools.chain(*fields))
-    if not ttl:
+    if not online.key_ttl_seconds:
         return commands
-    expiry = _commands(b"EXPIRE", keys, str(ttl).encode())
+    expiry = _commands(b"EXPIRE", keys, str(online.key_ttl_seconds).encode())
     return pc.binary_join_element_wise(commands, expiry, _binary(b""))
 
 
@@ -428,13 +446,20 @@ def _commands(*arguments: bytes | pa.Array) -> pa.Array:
         if isinstance(argument, bytes):
             pieces.append(b"$%d\r\n%s\r\n" % (len(argument), argument))
         else:
-            length = pc.cast(pc.cast(pc.binary_length(argument), pa.string()), pa.binary())
-            pieces += [b"$", length, b"\r\n", argument, b"\r\n"]
+            pieces += [_length_headers(argument), argument, b"\r\n"]
     merged: list[Any] = []
     for constant, group in itertools.groupby(pieces, key=lambda piece: isinstance(piece, bytes)):
         run = list(group)
         merged.extend([_binary(b"".join(run))] if constant else run)
     return pc.binary_join_element_wise(*merged, _binary(b""))
+
+
+def _length_headers(argument: pa.Array) -> pa.Array:
+    """Each row's RESP bulk string header, `$<length>\\r\\n`: one per distinct length (a
+    column's values have a few), taken for every row."""
+    distinct, index = np.unique(np.diff(_offsets(argument)), return_inverse=True)
+    headers = pa.array([b"$%d\r\n" % length for length in distinct.tolist()], pa.binary())
+    return headers.take(index)
 
 
 def _binary(value: bytes) -> pa.Scalar:
