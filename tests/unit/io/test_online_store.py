@@ -308,6 +308,20 @@ def test_sqlite_event_times_follow_feast_in_a_local_time_zone_other_than_utc(tmp
         assert stores.records(ours) == stores.records(stock)
 
 
+def test_rows_come_in_the_order_sqlite_keeps_their_keys(tmp_path):
+    store, view = Online("sqlite", tmp_path, None).store("ours")
+
+    ordered = online_store.key_ordered(store, view, typed_table())
+
+    ids = ordered.column("customer_id").to_pylist()
+    keys = [serialize_entity_key(_entity_key(i)) for i in ids]
+    assert keys == sorted(keys)
+    original = typed_table()
+    assert dict(zip(ids, ordered.column("label").to_pylist(), strict=True)) == dict(
+        zip(IDS, original.column("label").to_pylist(), strict=True)
+    )
+
+
 # --------------------------------------------------------------------------- Redis
 
 
