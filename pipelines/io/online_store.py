@@ -44,7 +44,7 @@ _VARINT_BYTES = 10
 _SHIFTS = np.arange(_VARINT_BYTES, dtype=np.uint64) * np.uint64(7)
 _VARINT_LONGER = np.uint64(1) << _SHIFTS[1:]  # the least value of each length past one byte
 _READ_BYTES = 1 << 20
-_SLICE_ROWS = 2_048  # Redis commands built (and sent) at a time
+_SLICE_ROWS = 4_096  # Redis commands built (and sent) at a time
 
 
 @dataclass(frozen=True)
