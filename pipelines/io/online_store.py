@@ -13,6 +13,10 @@ stored one is skipped. Feast's `get_online_features` reads them as it reads its 
 
 Other online stores, and views this module does not encode (other value types, several join
 keys, field mappings, created timestamps), go through `store.write_to_online_store`.
+
+Where Feast's two paths differ, this follows `FeatureStore.materialize`: rows whose features
+are all null are written (`write_to_online_store` drops such a frame). And an int64 column
+holding nulls is stored exact, where Feast reads it as doubles (rounded beyond 2**53).
 """
 
 from __future__ import annotations

@@ -326,6 +326,22 @@ def test_rows_come_in_the_order_sqlite_keeps_their_keys(tmp_path):
 
 
 @pytest.mark.integration
+def test_redis_without_the_timestamp_check_writes_every_row_as_feast_does(tmp_path, request):
+    stores = Online("redis", tmp_path, request.getfixturevalue("redis_server"))
+    try:
+        (stock, _), (ours, our_view) = _stock_and_ours(stores, skip_dedup=True)
+        reversed_edges = {name: list(reversed(values)) for name, values in EDGES.items()}
+        older = typed_table(events=[e - timedelta(days=1) for e in EVENTS], columns=reversed_edges)
+        for table in (typed_table(), older):
+            stock.write_to_online_store(VIEW, table.to_pandas())
+            online_store.write_rows(ours, our_view, table)
+
+        assert stores.records(ours) == stores.records(stock)
+    finally:
+        stores.clean()
+
+
+@pytest.mark.integration
 def test_a_redis_error_is_raised_and_the_client_stays_usable(tmp_path, request):
     import redis
 
