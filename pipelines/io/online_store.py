@@ -7,7 +7,7 @@ commands one entity at a time on Redis; on a night of 100k customers that is mos
 materialization's time. `write_rows` builds the very same records with numpy and pyarrow
 (entity keys as `serialize_entity_key` version 3 serializes them, values in the `ValueProto`
 wire format, event timestamps as each store keeps them) and writes them in bulk: one
-transaction of `executemany` on SQLite; on Redis one pipeline of `HMGET` for the stored event
+transaction of `executemany` on SQLite; on Redis one pipeline of `HGET` for the stored event
 timestamps, then one of `HSET` (and `EXPIRE`), with Feast's rule that a row no newer than the
 stored one is skipped. Feast's `get_online_features` reads them as it reads its own.
 
@@ -349,7 +349,8 @@ def _write_redis(store: Any, view: Any, rows: OnlineRows) -> None:
     with _connection(client) as connection:
         written = np.arange(len(keys))
         if not online.skip_dedup:
-            _send(connection, _commands(b"HMGET", keys, f"_ts:{name}".encode()))
+            # HGET of the one field Feast's HMGET reads: its reply is the value, not a list
+            _send(connection, _commands(b"HGET", keys, f"_ts:{name}".encode()))
             stored = _stored_times(_receive(connection, len(keys)))
             written = np.flatnonzero(_newer_than_stored(rows.event_micros, stored))
         # Sent a slice at a time: Redis sets one slice's hashes while the next is built.
@@ -388,11 +389,20 @@ def _timestamp_protos(seconds: np.ndarray, nanos: np.ndarray) -> pa.Array:
 
 def _stored_times(replies: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     """(seconds, nanos) of each stored event `Timestamp` (zero where there is none)."""
-    stored = pa.array([reply[0] for reply in replies], pa.binary()).fill_null(b"")
+    stored = pa.array(replies, pa.binary())
+    seconds, nanos = np.zeros(len(stored), np.int64), np.zeros(len(stored), np.int64)
+    held = np.flatnonzero(np.asarray(stored.is_valid().to_numpy(zero_copy_only=False)))
+    if len(held):
+        seconds[held], nanos[held] = _decoded_times(stored.take(held))
+    return seconds, nanos
+
+
+def _decoded_times(stored: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(seconds, nanos) of serialized `Timestamp`s: read in bulk as Feast writes them, and
+    anything else (a field repeated, reordered) by protobuf itself."""
     matrix = _padded(stored, 2 * (1 + _VARINT_BYTES))
     seconds, after = _varint_field(matrix, 0x08, np.zeros(len(stored), np.int64))
     nanos, _ = _varint_field(matrix, 0x10, after)
-    # Read as Feast writes them; anything else (a field repeated, reordered) by protobuf.
     canonical = pc.equal(_timestamp_protos(seconds, nanos), stored)
     odd = ~np.asarray(canonical.to_numpy(zero_copy_only=False))
     if odd.any():

@@ -342,6 +342,40 @@ def test_redis_without_the_timestamp_check_writes_every_row_as_feast_does(tmp_pa
 
 
 @pytest.mark.integration
+def test_stored_timestamps_serialized_otherwise_are_read_as_protobuf_reads_them(tmp_path, request):
+    import redis
+    from google.protobuf.internal.encoder import _VarintBytes
+
+    redis_url = request.getfixturevalue("redis_server")
+    stores = Online("redis", tmp_path, redis_url)
+    try:
+        (stock, _), (ours, our_view) = _stock_and_ours(stores)
+        # Newer than the first row (its fields reversed), older than the second (seconds
+        # twice: the last one counts), as another writer might have stored them
+        newer = int(EVENTS[0].timestamp()) + 1
+        older = int(EVENTS[1].timestamp()) - 1
+        stamps = {
+            IDS[0]: b"\x10\x05\x08" + _VarintBytes(newer),
+            IDS[1]: b"\x08" + _VarintBytes(newer) + b"\x08" + _VarintBytes(older),
+        }
+        client = redis.Redis.from_url(redis_url)
+        for store in (stock, ours):
+            for entity, stamp in stamps.items():
+                key = serialize_entity_key(_entity_key(entity)) + store.project.encode()
+                client.hset(key, f"_ts:{VIEW}", stamp)
+
+        stock.write_to_online_store(VIEW, typed_table().to_pandas())
+        online_store.write_rows(ours, our_view, typed_table())
+
+        records = stores.records(ours)
+        assert records == stores.records(stock)
+        first, second = (serialize_entity_key(_entity_key(i)) for i in IDS[:2])
+        assert len(records[first][0]) == 1 and len(records[second][0]) == 1 + len(FEATURES)
+    finally:
+        stores.clean()
+
+
+@pytest.mark.integration
 def test_a_redis_error_is_raised_and_the_client_stays_usable(tmp_path, request):
     import redis
 
