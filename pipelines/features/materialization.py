@@ -3,9 +3,10 @@
 Stock `FeatureStore.materialize` reads the whole file source to pick the latest
 row per entity in a window, so one day costs as much as the whole history.
 `materialize_window` keeps its semantics (rows with start <= ts <= end, the
-latest per entity, written through Feast's own online-write path) but reads
+latest per entity, stored as Feast's own online-write path stores them) but reads
 only the partitions that can hold such rows: the validation gate guarantees
-every timestamp of partition ``date=D`` lies inside day D.
+every timestamp of partition ``date=D`` lies inside day D. The rows are written in
+bulk (`pipelines.io.online_store`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pipelines.features.point_in_time import (
     partition_files,
     window_rows,
 )
+from pipelines.io import online_store
 from pipelines.io.feast_store import feature_store
 from pipelines.settings import Settings
 
@@ -83,9 +85,9 @@ def materialize_window(
         latest = _not_older_than_online(
             store, view, latest, names.entity.column, names.source.timestamp, batch_rows
         )
+    latest = online_store.key_ordered(store, view, latest)
     for offset in range(0, latest.num_rows, batch_rows):
-        chunk = latest.slice(offset, batch_rows).to_pandas()
-        store.write_to_online_store(view.name, chunk)
+        online_store.write_rows(store, view, latest.slice(offset, batch_rows))
         faults.crash_here(settings, "materialize.batch_written")
     faults.crash_here(settings, "materialize.written")
     store.registry.apply_materialization(view, store.project, start, end)
