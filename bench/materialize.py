@@ -156,7 +156,11 @@ def _expected_sample(settings: Any, ids: list[int]) -> dict[str, list[Any]]:
     frame = pd.concat([pq.read_table(f).to_pandas() for f in files if f.exists()])
     ts = frame[names.source.timestamp]
     frame = frame[(ts >= pd.Timestamp(start)) & (ts <= pd.Timestamp(end))]
-    latest = frame.sort_values([names.entity.column, names.source.timestamp]).groupby(names.entity.column).tail(1)
+    latest = (
+        frame.sort_values([names.entity.column, names.source.timestamp])
+        .groupby(names.entity.column)
+        .tail(1)
+    )
     latest = latest.set_index(names.entity.column).reindex(ids)
     out: dict[str, list[Any]] = {names.entity.column: ids}
     seconds = [None if pd.isna(t) else int(t.timestamp()) for t in latest[names.source.timestamp]]
@@ -172,7 +176,9 @@ def _online_sample(settings: Any, store: Any, ids: list[int]) -> dict[str, list[
     rows = [{settings.project.entity.column: customer} for customer in ids]
     response = store.get_online_features(features=service, entity_rows=rows)
     served: dict[str, list[Any]] = response.to_dict(include_event_timestamps=True)
-    served.pop(f"{settings.project.entity.column}__ts", None)  # the key's own "timestamp": meaningless
+    served.pop(
+        f"{settings.project.entity.column}__ts", None
+    )  # the key's own "timestamp": meaningless
     return served
 
 
