@@ -17,6 +17,7 @@ import itertools
 import math
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -52,19 +53,10 @@ def _entity_ranges(path: Path, entity: str) -> np.ndarray | None:
     parquet = pq.ParquetFile(path)
     if not pa.types.is_signed_integer(parquet.schema_arrow.field(entity).type):
         return None
-    at = parquet.schema_arrow.get_field_index(entity)
-    ranges = []
-    for index in range(parquet.metadata.num_row_groups):
-        group = parquet.metadata.row_group(index)
-        stats = group.column(at).statistics
-        if group.num_rows == 0:
-            continue
-        if stats is None or not stats.has_min_max or stats.null_count:
-            return None
-        ranges.append((stats.min, stats.max, group.num_rows))
-    found = np.array(ranges, dtype=np.int64).reshape(-1, 3)
-    if bool(np.any(found[1:, 0] <= found[:-1, 1])):
+    groups = _row_groups(parquet, entity)
+    if groups is None:
         return None
+    found = np.array(groups, dtype=np.int64).reshape(-1, 3)
     return found
 
 
@@ -174,8 +166,8 @@ def _text_shards_in_memory(
     return _text_shards(ids[0].as_py(), cuts, ids[-1].as_py())
 
 
-def _text_row_groups(parquet: pq.ParquetFile, entity: str) -> list[tuple[str, str, int]] | None:
-    """Each row group's (least id, greatest id, rows) of a text key, from its statistics.
+def _row_groups(parquet: pq.ParquetFile, entity: str) -> list[tuple[Any, Any, int]] | None:
+    """Each row group's (least id, greatest id, rows), from its statistics.
 
     None unless every row group has them and the groups are in ascending, non-overlapping
     order, as in a file sorted by entity (validated files are).
@@ -219,7 +211,7 @@ def _text_shards_from_statistics(
     None when a file's statistics cannot bound its ids.
     """
     parquets = [pq.ParquetFile(path) for path in files]
-    read = [_text_row_groups(parquet, entity) for parquet in parquets]
+    read = [_row_groups(parquet, entity) for parquet in parquets]
     groups = [found for found in read if found is not None]
     if len(groups) < len(read):
         return None
