@@ -10,6 +10,7 @@ python -m pipelines apply
 python -m pipelines demo
 python -m pipelines ui                        # Airflow until Ctrl-C, its UI on 127.0.0.1:8080
 python -m pipelines airflow -- dags list      # any airflow command, on the project's home
+python -m pipelines serve                     # online scores until Ctrl-C, on 127.0.0.1:8000
 python -m pipelines settings                  # secrets redacted
 """
 
@@ -213,6 +214,9 @@ def _add_operations(commands: Commands) -> None:
         "ui", help="run Airflow on the project's home until Ctrl-C (UI on 127.0.0.1:8080)"
     )
     commands.add_parser("mlflow-ui", help="start the MLflow UI (:5000) on the embedded backend")
+    commands.add_parser(
+        "serve", help="serve online scores of the champion until Ctrl-C (on 127.0.0.1:8000)"
+    )
     airflow = commands.add_parser("airflow", help="run an airflow command on the project's home")
     airflow.add_argument("args", nargs=argparse.REMAINDER)
 
@@ -252,6 +256,11 @@ def _run(args: argparse.Namespace) -> Any:
             return training.infra_check_here(args.version, args.sample)
         case "settings":
             return security.redacted_settings(load_settings())
+        case "serve":
+            from pipelines.serving.app import serve
+
+            serve(load_settings())
+            return None
         case "demo":
             from pipelines.demo import timeline
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import stat
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -105,3 +106,24 @@ def _redacted(value: Any, name: str) -> Any:
 
 def _redact_pairs(text: str) -> str:
     return SECRET_PAIR.sub(lambda match: f"{match.group(1)}={REDACTED}", text)
+
+
+def serving_token(settings: Settings) -> str:
+    """The bearer token of the online scoring service: the setting, else the one in
+    `settings.serving_token_file`, generated there (0600) on first use."""
+    if settings.serving.token:
+        return settings.serving.token
+    path = settings.serving_token_file
+    if not path.exists():
+        private_state_root(settings.state_root)
+        path.parent.mkdir(mode=PRIVATE_DIRECTORY_MODE, exist_ok=True)
+        aside = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open_private(aside) as handle:
+            handle.write(secrets.token_urlsafe(32).encode())
+        try:
+            os.link(aside, path)  # never over a token another process made meanwhile
+        except FileExistsError:
+            pass
+        finally:
+            aside.unlink()
+    return path.read_text().strip()

@@ -13,7 +13,14 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pipelines.contracts import ScheduleSettings
@@ -177,6 +184,24 @@ class AirflowSettings(_Section):
         return f"http://{f'[{host}]' if ':' in host else host}:{self.ui_port}"
 
 
+class ServingSettings(_Section):
+    """The online scoring service (`python -m pipelines serve`)."""
+
+    # This machine only unless told otherwise (0.0.0.0: every interface).
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    # The bearer token every scoring request must carry. Empty: one generated on first
+    # start into `serving_token_file` (the owner's alone to read).
+    token: str = ""
+    max_entities: int = Field(default=1_000, ge=1)
+    max_body_bytes: int = Field(default=65_536, ge=1_024)
+    # How often the service asks the registry where the champion alias points.
+    poll_seconds: float = Field(default=10.0, gt=0.0)
+    # Serve as of this time instead of the clock's now: features older than the feature
+    # view's TTL before it are stale (a replayed history, a test of a past night).
+    as_of: AwareDatetime | None = None
+
+
 class AlertSettings(_Section):
     """Where failure alerts go: always the log and the alert file, optionally a webhook."""
 
@@ -211,6 +236,7 @@ class Settings(BaseSettings):
     drift: DriftSettings = DriftSettings()
     mlflow: MlflowSettings = MlflowSettings()
     airflow: AirflowSettings = AirflowSettings()
+    serving: ServingSettings = ServingSettings()
     # Fault injection for the crash suite: the process kills itself (SIGKILL) on reaching
     # the named point (see `pipelines.faults`). Empty in any real deployment.
     crash_point: str = ""
@@ -287,6 +313,10 @@ class Settings(BaseSettings):
     @property
     def airflow_home(self) -> Path:
         return self.state_root / "airflow"
+
+    @property
+    def serving_token_file(self) -> Path:
+        return self.state_root / "serving" / "token"
 
     @property
     def alerts_file(self) -> Path:

@@ -34,6 +34,7 @@ LONGEST_FIRST = (
     "tests/e2e/test_feature_pipeline.py",
     "tests/e2e/test_training.py",
     "tests/e2e/test_text_ids.py",
+    "tests/e2e/test_serving.py",
     "tests/browser/",
 )
 

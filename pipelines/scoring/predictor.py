@@ -75,3 +75,13 @@ def predict(model: ScoringModel, rows: pa.Table) -> np.ndarray:
         return model.pipeline.predict_proba(_plain(rows).to_pandas())[:, 1]
     classifier = model.pipeline.steps[-1][1]
     return classifier.predict_proba(encode(rows, model.encoding))[:, 1]
+
+
+def on_one_thread(model: ScoringModel) -> ScoringModel:
+    """The model set to predict on one thread, for requests of a few rows: a thread team
+    costs more than it saves there and spins against the other requests' work. The scores
+    do not change: each row's trees are summed alike whatever the threads."""
+    classifier = model.pipeline.steps[-1][1] if model.encoding else model.pipeline
+    if "n_jobs" in classifier.get_params():
+        classifier.set_params(n_jobs=1)
+    return model
