@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo airflow mlflow test lint format bench lock clean cdnow
+.PHONY: setup demo airflow mlflow serve test lint format bench lock clean cdnow
 
 setup: $(STAMP)
 
@@ -27,6 +27,10 @@ airflow: $(STAMP)
 mlflow: $(STAMP)
 	$(PY) -m pipelines mlflow-ui
 
+# Online scores of the champion on the demo's state (after `make demo`), until Ctrl-C.
+serve: $(STAMP)
+	$(PY) -m pipelines serve
+
 test: $(STAMP)
 	$(PY) -m pytest --numprocesses auto --dist loadfile --no-loadscope-reorder --durations=15
 
@@ -44,6 +48,7 @@ bench: $(STAMP)
 	$(PY) -m bench.score
 	$(PY) -m bench.drift
 	$(PY) -m bench.nightly --compare
+	$(PY) -m bench.serve
 
 # The real-data example project in full: CDNOW's 18 months of purchases, night by night,
 # trained on the first year, then scored and monitored to the end (own state root).

@@ -116,11 +116,10 @@ def create_app(settings: Settings) -> FastAPI:
     token = security.serving_token(settings).encode()
     watcher = ChampionWatcher(settings)
     metrics = ServiceMetrics(CollectorRegistry(), settings.project.model.name)
-    state: dict[str, features.OnlineFeatures] = {}
+    online = features.open_online_features(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        state["online"] = features.open_online_features(settings)
         try:
             watcher.refresh()
         except Exception as error:  # not ready until the poller loads one
@@ -141,7 +140,7 @@ def create_app(settings: Settings) -> FastAPI:
         if champion is None:
             raise Unavailable("no champion is loaded: train and promote a model first")
         metrics.serving(champion.version)
-        rows = scored_rows(settings, state["online"], champion, ids)
+        rows = scored_rows(settings, online, champion, ids)
         metrics.entities(rows)
         return {
             "model_name": champion.name,
@@ -186,7 +185,7 @@ def create_app(settings: Settings) -> FastAPI:
         if champion is None:
             return JSONResponse({"status": "not ready", "reason": "no champion loaded"}, 503)
         try:
-            features.read(state["online"], [PROBE_IDS[settings.project.entity.type]])
+            features.read(online, [PROBE_IDS[settings.project.entity.type]])
         except Exception as error:
             reason = f"the online store does not answer: {type(error).__name__}"
             return JSONResponse({"status": "not ready", "reason": reason}, 503)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from pipelines.errors import ConfigurationError
 from pipelines.ingest.contract import feature_schema
 from pipelines.io import feast_store
 from pipelines.settings import Settings
@@ -39,9 +40,18 @@ class OnlineFeatures:
 
 def open_online_features(settings: Settings) -> OnlineFeatures:
     """The project's online store and feature service, as the registry holds them."""
+    from feast.errors import FeatureServiceNotFoundException
+
     store = feast_store.feature_store(settings)
     project = settings.project
-    service = store.get_feature_service(project.model.feature_service)
+    try:
+        service = store.get_feature_service(project.model.feature_service)
+    except FeatureServiceNotFoundException:
+        raise ConfigurationError(
+            f"feature service {project.model.feature_service!r} is not registered in the "
+            f"Feast project {settings.feast_project!r} under {settings.state_root}: run the "
+            "feature pipeline for a night first (make demo, or python -m pipelines run)"
+        ) from None
     ttl = store.get_feature_view(project.source.feature_view).ttl
     return OnlineFeatures(store, service, feature_schema(project), ttl)
 

@@ -29,7 +29,7 @@ EXPOSE = yaml.safe_load((ROOT / "docker-compose.expose.yml").read_text())["servi
 VARIABLE = re.compile(r"(?<!\$)\$\{([A-Z0-9_]+)(:?[-?][^}]*)?\}")
 # Any interpolation by compose: `${VAR...}` or `$VAR` (but not `$$VAR`, the shell's).
 INTERPOLATED = re.compile(r"(?<!\$)\$(?:\{([A-Za-z0-9_]+)[^}]*\}|([A-Za-z_][A-Za-z0-9_]*))")
-SECRET = re.compile(r"PASSWORD|SECRET|FERNET")
+SECRET = re.compile(r"PASSWORD|SECRET|FERNET|TOKEN")
 ONE_SHOT = {"airflow-init"}
 INTERNAL = ("postgres", "redis", "mlflow")
 AIRFLOW_SERVICES = sorted(name for name in SERVICES if name.startswith("airflow-"))
@@ -85,6 +85,7 @@ def test_no_secret_has_a_default_and_every_variable_is_in_env_example():
         "AIRFLOW_ADMIN_PASSWORD",
         "AIRFLOW_FERNET_KEY",
         "AIRFLOW_JWT_SECRET",
+        "SERVING_TOKEN",
     ):
         assert not used[variable].startswith(":-"), f"{variable} has a default"
     for name, service in SERVICES.items():
@@ -355,3 +356,18 @@ def test_mlflow_requires_authentication_and_airflow_logs_in():
         assert VARIABLE.fullmatch(airflow["MLFLOW_TRACKING_PASSWORD"]).group(1) == (
             "MLFLOW_ADMIN_PASSWORD"
         ), name
+
+
+def test_the_serving_service_needs_its_token_and_follows_the_production_stack(monkeypatch):
+    environment = _environment(SERVICES["serving"])
+    for key, value in environment.items():
+        if key.startswith("MLOPS_"):
+            monkeypatch.setenv(key, _substituted(value))
+
+    settings = load_settings()
+
+    assert settings.profile == "production" and settings.serving.host == "0.0.0.0"
+    assert settings.serving.token == "<serving_token>"
+    assert urlparse(settings.registry_uri).hostname == "mlflow"
+    assert feast_store.repo_config_dict(settings)["online_store"]["type"] == "redis"
+    assert SERVICES["serving"]["healthcheck"]["test"][-1].endswith("/readyz")
