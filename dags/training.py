@@ -7,14 +7,15 @@ Trains a candidate model and promotes it only if it is better and sound.
    model's Feast feature service, checked by the `training_set` expectation suite.
 2. **train**: XGBoost, split by time with early stopping; everything is logged to
    MLflow (params, metrics, plots, lineage, reference profile) and a new version
-   of the registered model is created.
+   of the registered model is created, with its model card (decision pending).
 3. **evaluate**: candidate and current champion are scored on the same latest
    holdout; value and change thresholds decide. The verdict is tagged on the version.
 4. **infra_check**: the candidate is loaded from the registry in a fresh process
    and must give every sample row a valid probability.
 5. **decide** → **approve** (only with `MLOPS_GATE__REQUIRE_APPROVAL=true`) →
    **promote** (`champion` moves, emits `model_promoted`) or **reject** (the
-   candidate becomes `challenger`, with the reason).
+   candidate becomes `challenger`, with the reason); either one writes the decision
+   on the version's model card.
 
 Runs weekly (Sundays 03:00 UTC; the first time on the Sunday after the DAG is deployed:
 deploying never starts a missed run), when `drift_monitor` requests retraining (its

@@ -7,6 +7,7 @@ python -m pipelines drift 2026-01-02 [--retrain]
 python -m pipelines run --from 2026-01-01 --to 2026-01-03 [--retrain]   # the nightly chain
 python -m pipelines train [--as-of 2026-01-03] [--start D] [--end D] [--reason T] ...
 python -m pipelines apply
+python -m pipelines registry card 3 [--json]  # a version's model card; also: registry history
 python -m pipelines demo
 python -m pipelines ui                        # Airflow until Ctrl-C, its UI on 127.0.0.1:8080
 python -m pipelines airflow -- dags list      # any airflow command, on the project's home
@@ -79,6 +80,10 @@ COOLDOWN_NOTE = (
     "The cooldown between retrain requests counts only the requests this command made: the "
     "CLI does not see Airflow's `retrain_request` events or its running `training` runs."
 )
+
+
+class Document(str):
+    """A command's result for people (a model card's markdown): printed as it is, not as JSON."""
 
 
 class TaskFailed(PipelineError):
@@ -203,8 +208,20 @@ def _add_operations(commands: Commands) -> None:
         "--from-parquet", dest="sample", type=Path, required=True, help="a sample parquet file"
     )
     project.add_argument("--dataset", help="the raw dataset's name (default: the file's stem)")
-    registry = commands.add_parser("registry", help="the model registry's audit trail")
-    registry.add_argument("what", choices=["history"])
+    registry = commands.add_parser(
+        "registry", help="the model registry: its audit trail, a version's model card"
+    )
+    registry_commands = registry.add_subparsers(dest="what", required=True)
+    registry_commands.add_parser("history", help="every alias move, oldest first")
+    card = registry_commands.add_parser(
+        "card",
+        help="a registered version's model card",
+        description="Print a registered version's model card (markdown): its training data, "
+        "features, metrics, the gate's verdict against the champion, the infra check, the "
+        "decision, and the project's intended use and limitations.",
+    )
+    card.add_argument("version", help="a registered version of the project's model, e.g. 3")
+    card.add_argument("--json", action="store_true", help="print the card's JSON instead")
     rollback = commands.add_parser("rollback", help="restore a previous champion")
     rollback.add_argument("--to", dest="to_version", help="version (default: previous champion)")
     rollback.add_argument("--reason", default="manual rollback from the command line")
@@ -248,6 +265,10 @@ def _run(args: argparse.Namespace) -> Any:
             from pipelines.scaffold import init_project
 
             return str(init_project(args.name, args.sample, args.dataset))
+        case "registry" if args.what == "card" and args.json:
+            return model_rollback.model_card_json(args.version)
+        case "registry" if args.what == "card":
+            return Document(model_rollback.model_card_markdown(args.version))
         case "registry":
             return model_rollback.registry_history()
         case "rollback":
@@ -542,7 +563,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as error:  # the settings or the project they load
         print(f"error: {_settings_problems(error)}", file=sys.stderr)
         return 1
-    if result is not None:
+    if isinstance(result, Document):
+        print(result, end="")
+    elif result is not None:
         # One line for machines (the infra check is parsed by its parent), indented for people.
         indent = None if args.command == "infra-check" else 2
         print(json.dumps(result, indent=indent, default=str))

@@ -51,6 +51,11 @@ class PromotionError(PermanentError):
     """An alias could not be moved safely (e.g. the champion changed underneath)."""
 
 
+class ModelCardError(PermanentError):
+    """A model card was asked for that cannot be given: the version is not registered, or
+    was registered before model cards were written."""
+
+
 class NoChampionError(PermanentError):
     """Scoring was asked for, but no model holds the alias it scores with."""
 

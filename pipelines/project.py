@@ -187,7 +187,8 @@ class MetricThreshold(_Spec):
 
 
 class ModelSpec(_Spec):
-    """The registered model: its name, features, hyperparameters and promotion gate."""
+    """The registered model: its name, features, hyperparameters, promotion gate, and the
+    intended use and limitations its model card states."""
 
     name: Identifier
     feature_service: Identifier
@@ -196,6 +197,9 @@ class ModelSpec(_Spec):
     features: tuple[Identifier, ...] = ()
     hyperparameters: dict[str, float | int | str]
     gate: tuple[MetricThreshold, ...]
+    # What the model is for, and where it must not be trusted: said on every model card.
+    intended_use: str = ""
+    limitations: tuple[str, ...] = ()
 
     @field_validator("hyperparameters")
     @classmethod

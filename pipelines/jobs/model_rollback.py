@@ -3,6 +3,7 @@ payloads in and out as XCom values."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pipelines import contracts
@@ -42,3 +43,17 @@ def registry_history() -> list[dict[str, Any]]:
     from pipelines.registry import journal
 
     return [move.to_xcom() for move in journal.history(load_settings())]
+
+
+def model_card_markdown(version: str) -> str:
+    """A registered version's model card, as markdown."""
+    from pipelines.training import model_card
+
+    return model_card.stored(load_settings(), version, model_card.CARD_MARKDOWN)
+
+
+def model_card_json(version: str) -> dict[str, Any]:
+    """A registered version's model card, as the JSON document its markdown renders."""
+    from pipelines.training import model_card
+
+    return dict(json.loads(model_card.stored(load_settings(), version, model_card.CARD_JSON)))

@@ -68,9 +68,9 @@ def build_requested_training_set(conf: XCom, as_of: str | date | datetime) -> di
 
 
 def train_model(training_set: XCom, tags: dict[str, str] | None = None) -> dict[str, Any]:
-    """Train and register a candidate from a saved training set with the request's
-    hyperparameters (a `TrainedModel`), first closing, as failed, the runs of training
-    processes that were killed."""
+    """Train and register a candidate, with its model card, from a saved training set with
+    the request's hyperparameters (a `TrainedModel`), first closing, as failed, the runs of
+    training processes that were killed."""
     import pandas as pd
 
     from pipelines.io import tracking
@@ -141,14 +141,17 @@ def promote_candidate(
     source: str | None = "",
 ) -> list[dict[str, Any]]:
     """Move `champion` to the candidate, if the champion is still the one the gate judged
-    against (the old one becomes `previous_champion`); the audit trail's entries."""
+    against (the old one becomes `previous_champion`), and record it on the candidate's
+    model card; the audit trail's entries."""
     from pipelines.registry import alias_moves
+    from pipelines.training import model_card
 
     version = TrainedModel.from_xcom(candidate).version
     expected = GateDecision.from_xcom(gate).champion_version
     reason = TrainingSet.from_xcom(training_set).request.reason
     settings = load_settings()
     moves = alias_moves.promote(settings, version, expected, reason, actor, source or "")
+    model_card.write(settings, version, model_card.decided(moves))
     return [move.to_xcom() for move in moves]
 
 
@@ -166,13 +169,17 @@ def reject_candidate(
     actor: str,
     source: str | None = "",
 ) -> dict[str, Any]:
-    """Keep the champion; label the candidate `challenger` with why (an `AliasMove`)."""
+    """Keep the champion; label the candidate `challenger` with why, and record it on its
+    model card (an `AliasMove`)."""
     from pipelines.registry import alias_moves, evaluation
+    from pipelines.training import model_card
 
     version = TrainedModel.from_xcom(candidate).version
     reason = evaluation.rejection_reason(GateDecision.from_xcom(gate), InfraCheck.from_xcom(infra))
     settings = load_settings()
-    return alias_moves.reject(settings, version, reason, actor, source or "").to_xcom()
+    move = alias_moves.reject(settings, version, reason, actor, source or "")
+    model_card.write(settings, version, model_card.decided([move]))
+    return move.to_xcom()
 
 
 def infra_check_here(version: str, sample_path: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from pipelines import contracts
 from pipelines.errors import DataQualityError, NoFeaturesError
 from pipelines.io import lake, tracking
-from pipelines.monitoring import drift
+from pipelines.monitoring import drift, profiling
 from pipelines.scoring import publishing
 from pipelines.settings import Settings
 
@@ -36,7 +36,7 @@ def load_reference_profile(settings: Settings, version: str) -> dict[str, Any]:
     client = tracking.mlflow_client(settings)
     run_id = client.get_model_version(settings.project.model.name, version).run_id
     path = mlflow.artifacts.download_artifacts(
-        run_id=run_id, artifact_path="reference_profile.json"
+        run_id=run_id, artifact_path=profiling.PROFILE_ARTIFACT
     )
     return json.loads(Path(path).read_text())
 

@@ -15,6 +15,8 @@ import pandas as pd
 from pipelines.settings import DriftSettings
 
 PREDICTION_BINS = 20
+# The profile's artifact in the MLflow run of the model it describes.
+PROFILE_ARTIFACT = "reference_profile.json"
 
 
 # The outermost tail quantiles: past one row in a million, the last interpolated segment

@@ -14,7 +14,7 @@ from pipelines.contracts import TrainedModel
 from pipelines.io import tracking
 from pipelines.monitoring import profiling
 from pipelines.settings import Settings
-from pipelines.training import encoding
+from pipelines.training import encoding, model_card
 from pipelines.training.fitting import fit, merge_hyperparameters
 from pipelines.training.model_metrics import CALIBRATION_BINS, classification_metrics
 from pipelines.training.splits import FeatureSpec, TimeSplit, feature_spec, split_by_time
@@ -66,9 +66,11 @@ def _lineage(settings: Settings, training_frame: pd.DataFrame, split: TimeSplit)
         "feature_service": names.model.feature_service,
         "training_set.fingerprint": fingerprint(training_frame),
         "training_set.rows": str(len(training_frame)),
+        "training_set.label_share": str(float(training_frame[names.label.column].mean())),
         "training_set.start": stamps.min().isoformat(),
         "training_set.end": stamps.max().isoformat(),
         "holdout.start": split.holdout[names.source.timestamp].min().isoformat(),
+        "holdout.rows": str(len(split.holdout)),
         "code_version": tracking.code_version(settings.project_root) or "unknown",
     }
 
@@ -103,7 +105,7 @@ def _log_model(settings: Settings, model: Pipeline, split: TimeSplit, spec: Feat
     from mlflow.models import infer_signature
 
     for name, figure in _figures(model, split.holdout, spec, settings.project.label.column).items():
-        mlflow.log_figure(figure, f"plots/{name}")
+        mlflow.log_figure(figure, f"{model_card.PLOTS}/{name}")
         plt.close(figure)
     example = split.holdout[spec.columns].head(5)
     return mlflow.sklearn.log_model(
@@ -134,7 +136,8 @@ def train_and_register(
     hyperparameter_overrides: dict[str, Any] | None = None,
     tags: dict[str, str] | None = None,
 ) -> TrainedModel:
-    """Train on a point-in-time set; log everything to MLflow; register a new version."""
+    """Train on a point-in-time set; log everything to MLflow; register a new version, with
+    its model card (decision pending until the gate's outcome is acted on)."""
     import mlflow
 
     names, training = settings.project, settings.training
@@ -168,12 +171,13 @@ def train_and_register(
         mlflow.log_metrics({f"holdout_{k}": v for k, v in holdout_metrics.items()})
         mlflow.log_metrics({f"validation_{k}": v for k, v in validation_metrics.items()})
         mlflow.log_metric("best_iteration", model.named_steps["classify"].best_iteration)
-        mlflow.log_dict(profile, "reference_profile.json")
+        mlflow.log_dict(profile, profiling.PROFILE_ARTIFACT)
         info = _log_model(settings, model, split, spec)
     version = str(info.registered_model_version)
     client = tracking.mlflow_client(settings)
     for key, value in lineage.items():
         client.set_model_version_tag(names.model.name, version, key, value)
+    model_card.write(settings, version, model_card.PENDING)
     return TrainedModel(
         run_id=run.info.run_id,
         model_name=names.model.name,

@@ -2,11 +2,13 @@
 
 The tests run in order and share the registry: the first run promotes, a worse
 candidate is rejected, an equal one is promoted, a rollback restores the older
-champion, and a failing infra check blocks promotion.
+champion, and a failing infra check blocks promotion. Each version's model card ends
+with the decision taken.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 from pipelines import contracts
 from pipelines.io import tracking
 from pipelines.registry import journal, model_versions
+from pipelines.training import model_card
 
 pytestmark = pytest.mark.e2e
 
@@ -47,6 +50,13 @@ def _events(asset: str, run_id: str) -> list[dict]:
 def _tags(settings, version: str) -> dict[str, str]:
     client = tracking.mlflow_client(settings)
     return client.get_model_version(settings.project.model.name, version).tags
+
+
+def _card(settings, version: str) -> dict:
+    """A version's stored model card (its JSON), checked to render as its stored markdown."""
+    card = json.loads(model_card.stored(settings, version, model_card.CARD_JSON))
+    assert model_card.stored(settings, version, model_card.CARD_MARKDOWN) == model_card.render(card)
+    return card
 
 
 def test_first_run_trains_tracks_and_promotes_a_champion(labelled_world, training_dag):
@@ -84,6 +94,24 @@ def test_first_run_trains_tracks_and_promotes_a_champion(labelled_world, trainin
     tags = _tags(settings, "1")
     assert tags["gate.passed"] == "true" and tags["gate.champion_version"] == "none"
     assert tags["infra_check.passed"] == "true"
+    # ... and a model card that ends with the promotion
+    card = _card(settings, "1")
+    assert card["decision"]["status"] == "promoted" and card["decision"]["actor"] == "airflow"
+    assert card["decision"]["reason"] == "first model"
+    assert card["gate"]["passed"] is True and card["gate"]["champion_version"] is None
+    assert card["gate"]["candidate"]["roc_auc"] == pytest.approx(
+        float(tags["gate.candidate.roc_auc"])
+    )
+    assert card["infra_check"] == {"passed": True, "detail": tags["infra_check.detail"]}
+    training_set = card["training_set"]
+    assert training_set["rows"] == int(run.data.tags["training_set.rows"]) > 0
+    assert training_set["start"] == run.data.tags["training_set.start"]
+    assert training_set["end"] == run.data.tags["training_set.end"]
+    assert 0.0 < training_set["label_share"] < 1.0
+    assert [f["name"] for f in card["features"]] == list(settings.project.features)
+    assert card["intended_use"] == settings.project.model.intended_use != ""
+    assert card["limitations"] == list(settings.project.model.limitations)
+    assert card["plots"] == sorted(artifacts)
 
 
 def test_a_worse_candidate_is_rejected_and_the_champion_stays(labelled_world, training_dag):
@@ -98,6 +126,13 @@ def test_a_worse_candidate_is_rejected_and_the_champion_stays(labelled_world, tr
     assert _events("model_promoted", outcome.run_id) == []
     tags = _tags(settings, "2")
     assert tags["gate.passed"] == "false" and "roc_auc" in tags["rejected_because"]
+    card = _card(settings, "2")
+    assert card["decision"]["status"] == "rejected"
+    assert card["decision"]["reason"] == tags["rejected_because"]
+    assert card["gate"]["passed"] is False and card["gate"]["champion_version"] == "1"
+    assert card["gate"]["champion"]["roc_auc"] > card["gate"]["candidate"]["roc_auc"]
+    assert card["infra_check"]["passed"] is True
+    assert card["hyperparameters"]["max_depth"] == "1"
 
 
 def test_an_equal_candidate_is_promoted_and_rollback_restores_the_old_champion(

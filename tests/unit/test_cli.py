@@ -22,6 +22,7 @@ from pipelines.io.orchestrator import LocalAirflow
 from pipelines.registry import model_versions
 from pipelines.scoring import publishing
 from pipelines.settings import load_settings
+from pipelines.training import model_card
 from tests.unit.test_security import open_to_others
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -352,6 +353,60 @@ def test_a_drift_alarm_trains_only_when_asked(world, monkeypatch):
     assert "python -m pipelines train --as-of 2026-02-21 --reason " in checked["retraining"]
     assert "training" not in checked
     assert _model_versions(world) == versions
+
+
+def _main_text(argv: list[str]) -> tuple[str, int]:
+    """A command run in this process: what it printed (stdout's) and its exit code."""
+    out = io.StringIO()
+    with redirect_stdout(out):
+        code = _main(argv)
+    return out.getvalue(), code
+
+
+def test_registry_card_prints_each_versions_model_card_with_its_decision(world, capsys):
+    # Given the world's champion, promoted by `train`, and a worse candidate `train` rejects
+    champion = _champion(world)
+    worse = {"n_estimators": 1, "max_depth": 1}
+    argv = ["train", "--hyperparameters", json.dumps(worse), "--reason", "deliberately worse"]
+    trained, code = _main_output(argv)
+    assert code == 0 and trained["outcome"]["action"] == "reject"
+    rejected = trained["candidate"]["version"]
+
+    # When their cards are printed
+    promoted_text, promoted_code = _main_text(["registry", "card", champion])
+    rejected_text, rejected_code = _main_text(["registry", "card", rejected])
+    card, json_code = _main_output(["registry", "card", rejected, "--json"])
+
+    # Then each is its markdown, printed as it is, ending with its decision
+    assert promoted_code == rejected_code == json_code == 0
+    assert promoted_text.startswith(f"# Model card: churn v{champion}\n\n**Decision: promoted**")
+    assert rejected_text.startswith(f"# Model card: churn v{rejected}\n\n**Decision: rejected**")
+    assert world.project.model.intended_use in promoted_text
+    # And the JSON is what the markdown renders: the gate against the champion, the infra
+    # check, the training set the candidate learned from, its features, the intended use
+    assert model_card.render(card) == rejected_text
+    assert card["decision"]["status"] == "rejected"
+    assert card["decision"]["reason"].startswith("gate: roc_auc")
+    assert card["gate"]["passed"] is False and card["gate"]["champion_version"] == champion
+    assert card["gate"]["champion"]["roc_auc"] > card["gate"]["candidate"]["roc_auc"]
+    assert card["infra_check"]["passed"] is True
+    training_set = trained["training_set"]
+    assert card["training_set"]["rows"] == training_set["rows"]
+    assert card["training_set"]["label_share"] == pytest.approx(training_set["label_share"])
+    assert (card["training_set"]["start"], card["training_set"]["end"]) == (
+        training_set["start"],
+        training_set["end"],
+    )
+    assert [feature["name"] for feature in card["features"]] == list(world.project.features)
+    assert card["intended_use"] == world.project.model.intended_use
+
+    # And a version the registry does not hold is refused in one line naming it
+    capsys.readouterr()
+    assert _main(["registry", "card", "999"]) == 1
+    assert capsys.readouterr().err == "error: churn has no registered version '999'\n"
+    # And `card` without a version is a usage error
+    assert _main(["registry", "card"]) == 2
+    assert "the following arguments are required: version" in capsys.readouterr().err
 
 
 def test_train_without_any_labels_exits_1_saying_so(settings, capsys):
