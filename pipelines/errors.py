@@ -65,6 +65,15 @@ class RerunError(PermanentError):
     clear instead."""
 
 
+class NotReproducedError(PermanentError):
+    """A published partition, or rows of it, could not be recomputed bit for bit from its
+    lineage: an input it needs is gone, or rows differ (the message says which)."""
+
+
+class EntityIdError(PermanentError):
+    """An entity id given to a command is not of the project's entity type."""
+
+
 def shown(value: object, limit: int = 80) -> str:
     """A value as a message may echo it: its repr with non-ASCII escaped (a Cyrillic
     look-alike never reads as Latin), cut at `limit` characters with its full length said."""

@@ -21,7 +21,7 @@ from pipelines import faults
 from pipelines.contracts import PublishedPredictions, ScoredShard, ScoringPlan, Shard, shard_range
 from pipelines.errors import RerunError
 from pipelines.io import lake
-from pipelines.scoring.predictor import load_model, predict
+from pipelines.scoring.predictor import ScoringModel, load_model, predict
 from pipelines.scoring.sharding import shard_features
 from pipelines.settings import Settings
 
@@ -144,16 +144,21 @@ def _read_shard(path: Path) -> pa.Table:
         return pa.ipc.open_file(source).read_all()
 
 
+def scored_rows(
+    settings: Settings, scoring: ScoringPlan, model: ScoringModel, shard: Shard
+) -> pa.Table:
+    """What a shard stages (`staged_table`): its customers' point-in-time features scored."""
+    columns = model.inputs
+    first, bound, included = shard_range(shard)
+    rows = shard_features(settings, scoring, first, bound, columns, included)
+    return staged_table(settings, rows, predict(model, rows.select(columns)))
+
+
 def score_shard(
     settings: Settings, scoring: ScoringPlan, shard: Shard, dataset: str = PREDICTIONS
 ) -> ScoredShard:
     """Score one shard with the planned version; write it aside for `publish`."""
-    model = load_model(settings, scoring)
-    columns = model.inputs
-    first, bound, included = shard_range(shard)
-    rows = shard_features(settings, scoring, first, bound, columns, included)
-    scores = predict(model, rows.select(columns))
-    table = staged_table(settings, rows, scores)
+    table = scored_rows(settings, scoring, load_model(settings, scoring), shard)
     target = _shard_file(settings, dataset, scoring, shard["index"])
     _write_shard(table, target)
     faults.crash_here(settings, "scoring.shard_written")

@@ -238,6 +238,20 @@ def _shards(files: list[Path], entity: str, shard_rows: int, max_shards: int) ->
     return in_memory(files, entity, shard_rows, max_shards) if shards is None else shards
 
 
+def feature_window(settings: Settings, day: date) -> tuple[datetime, timedelta]:
+    """A night's as-of (the time rule's midnight after it) and its features' TTL (the feature
+    view's): the night scores each customer's latest row with as_of - ttl <= ts <= as_of."""
+    store = feast_store.feature_store(settings)
+    ttl = store.get_feature_view(settings.project.source.feature_view).ttl
+    return contracts.midnight_after(day), ttl
+
+
+def entity_shards(settings: Settings, files: list[Path]) -> list[Shard]:
+    """The customers of the files cut into shards of the scoring settings' size."""
+    entity, sizing = settings.project.entity.column, settings.scoring
+    return _shards(files, entity, sizing.shard_rows, sizing.max_shards)
+
+
 def plan(settings: Settings, day: date, alias: str = contracts.CHAMPION) -> ScoringPlan:
     """Resolve the model version once and split the night's customers into shards."""
     version = model_versions.alias_version(settings, alias)
@@ -251,14 +265,11 @@ def plan(settings: Settings, day: date, alias: str = contracts.CHAMPION) -> Scor
     run_id = client.get_model_version(name, version).run_id
     # Where the version's files are: shards load them without asking the registry again.
     model_uri = client.get_model_version_download_uri(name, version)
-    store = feast_store.feature_store(settings)
-    ttl = store.get_feature_view(settings.project.source.feature_view).ttl
-    at = contracts.midnight_after(day)
+    at, ttl = feature_window(settings, day)
     files = _window_files(settings, at, ttl)
     if not files:
         raise NoFeaturesError(f"no validated features within {ttl} before {at.isoformat()}")
-    entity, sizing = settings.project.entity.column, settings.scoring
-    shards = _shards(files, entity, sizing.shard_rows, sizing.max_shards)
+    shards = entity_shards(settings, files)
     planned = ScoringPlan(
         day=day.isoformat(),
         as_of=at.isoformat(),

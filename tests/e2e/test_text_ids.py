@@ -22,7 +22,7 @@ from pipelines.demo import synthetic
 from pipelines.demo.worlds import text_id_project
 from pipelines.io import feast_store, lake
 from pipelines.jobs import batch_scoring, drift_monitor, feature_pipeline, training
-from pipelines.scoring import predictor, publishing
+from pipelines.scoring import predictor, publishing, reproduction
 from pipelines.settings import load_settings
 
 pytestmark = pytest.mark.e2e
@@ -161,3 +161,20 @@ def test_the_drift_monitor_checks_a_night_of_text_ids(text_world):
     (performance,) = report.performance
     assert performance.nights == [SCORED[0].isoformat()]
     assert performance.rows == settings.synthetic.customers
+
+
+def test_a_night_of_text_ids_is_reproduced_from_its_lineage(text_world):
+    # Given a night scored in text ranges, and two of its customers
+    settings, _ = text_world
+    day = SCORED[0]
+    path = publishing.partition(settings, publishing.PREDICTIONS, day)
+    ids = pq.read_table(path, columns=[settings.project.entity.column]).column(0)
+    some = reproduction.entity_ids(settings, [ids[-1].as_py(), ids[len(ids) // 2].as_py()])
+
+    # When the night, then those customers alone, are recomputed from its lineage
+    whole = reproduction.reproduce(settings, day)
+    alone = reproduction.reproduce(settings, day, some)
+
+    # Then both are bit-exact
+    assert whole["equal"] and whole["rows_compared"] == settings.synthetic.customers
+    assert alone["equal"] and alone["rows_compared"] == 2, alone
