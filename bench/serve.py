@@ -8,11 +8,15 @@ service runs as users run it, ``python -m pipelines serve`` (one process), as of
 night's scoring time.
 
 Measured from this process over one keep-alive connection (``http.client``), ids drawn at
-random: ``--requests`` one-entity requests (``GET /v1/score/{id}``) and a fifth as many
-100-entity requests (``POST /v1/score``), after a warm-up, first with the service idle,
-then while a second process (``--role load``) keeps ``--load-connections`` connections
-asking one-entity requests at ``--load-rps`` in all. Throughput: the requests per second
-the load process gets with its connections unpaced for ``SATURATION_S`` seconds.
+random: ``--requests`` one-entity requests (``GET /v1/score/{id}``) at ``--probe-rps`` (100)
+and a tenth as many 100-entity requests (``POST /v1/score``) at a fifth of that rate, after
+a warm-up of a tenth as many, each timed from when it was due (so a slow answer that
+delays the next request counts), first with the service otherwise idle, then while a
+second process (``--role load``) keeps ``--load-connections`` connections asking
+one-entity requests at ``--load-rps`` (100) in all. Probes at a fixed rate, not back to
+back: a closed loop would itself saturate the one-process service and measure only its
+queue. Throughput: the requests per second the load process gets with its connections
+unpaced for ``SATURATION_S`` seconds.
 
 Baseline (stated, not measured here): feast-benchmarks' figures for Feast's feature
 servers reading one row from Redis on a c5.4xlarge (16 vCPUs), features only, no model:
@@ -59,7 +63,6 @@ ANCHOR_PYTHON_P99_MS = 15.3
 ANCHOR_GO_P99_MS = 3.9
 P99_TARGET_MS = 5.0
 BATCH = 100
-WARMUP = 200
 SATURATION_S = 10.0
 READY_TIMEOUT_S = 300.0
 POLL_S = 0.25
@@ -148,23 +151,32 @@ def _get(connection: http.client.HTTPConnection, path: str, body: bytes | None =
     return response.status
 
 
-def _latencies(port: int, first: int, last: int, entities: int, count: int) -> dict[str, float]:
-    """p50, p99 and mean (ms) of `count` requests of `entities` random ids each."""
+def _latencies(
+    port: int, first: int, last: int, entities: int, count: int, rate: float
+) -> dict[str, float]:
+    """p50, p99 and mean (ms) of `count` requests of `entities` random ids each, sent at
+    `rate` a second, each timed from when it was due (a late answer delays the next
+    request: that wait counts too, so slowness is not hidden by sending less)."""
     connection = _connection(port)
     rng = random.Random(entities)
     timings = []
-    for index in range(WARMUP + count):
+    due = time.perf_counter()
+    warmup = count // 10
+    for index in range(warmup + count):
+        due += 1.0 / rate
+        pause = due - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
         if entities == 1:
             path, body = f"/v1/score/{rng.randint(first, last)}", None
         else:
             ids = [rng.randint(first, last) for _ in range(entities)]
             path, body = "/v1/score", json.dumps({"ids": ids}).encode()
-        began = time.perf_counter()
         status = _get(connection, path, body)
         if status != 200:
             raise RuntimeError(f"{path} answered {status}")
-        if index >= WARMUP:
-            timings.append((time.perf_counter() - began) * 1000)
+        if index >= warmup:
+            timings.append((time.perf_counter() - due) * 1000)
     timings.sort()
     return {
         "p50_ms": round(statistics.median(timings), 3),
@@ -174,11 +186,11 @@ def _latencies(port: int, first: int, last: int, entities: int, count: int) -> d
     }
 
 
-def _both(port: int, ids: dict[str, Any], requests: int) -> dict[str, Any]:
+def _both(port: int, ids: dict[str, Any], requests: int, rate: float) -> dict[str, Any]:
     first, last = ids["first_id"], ids["last_id"]
     return {
-        "one": _latencies(port, first, last, 1, requests),
-        "hundred": _latencies(port, first, last, BATCH, max(requests // 5, 100)),
+        "one": _latencies(port, first, last, 1, requests, rate),
+        "hundred": _latencies(port, first, last, BATCH, max(requests // 10, 100), rate / 5),
     }
 
 
@@ -251,11 +263,11 @@ def _measure(args: argparse.Namespace, env: dict[str, str], ids: dict[str, Any])
     try:
         _wait_ready(server, port, log)
         say("service ready; measuring idle ...")
-        idle = _both(port, ids, args.requests)
+        idle = _both(port, ids, args.requests, args.probe_rps)
         say(f"idle: {idle}")
         load, result = _load(args, env, ids, args.load_rps)
         try:
-            loaded = _both(port, ids, args.requests)
+            loaded = _both(port, ids, args.requests, args.probe_rps)
         finally:
             load_figures = _stop_load(load, result)
         say(f"under load ({load_figures['rps']:.0f} req/s from a second process): {loaded}")
@@ -273,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_role_arguments(parser, ("prepare", "load"))
     parser.add_argument("--customers", type=int, default=100_000)
-    parser.add_argument("--requests", type=int, default=3_000)
+    parser.add_argument("--requests", type=int, default=2_000)
+    parser.add_argument("--probe-rps", type=float, default=100.0)
     parser.add_argument("--load-rps", type=float, default=100.0)
     parser.add_argument("--load-connections", type=int, default=4)
     parser.add_argument("--redis", action="store_true", help="the online store on Redis")

@@ -17,6 +17,7 @@ Routes (scoring needs `Authorization: Bearer <token>`; the probes and metrics do
 # name types built per project inside `create_app`.
 
 import hmac
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,7 +26,6 @@ from typing import Annotated, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from fastapi import Depends, FastAPI, HTTPException, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -43,7 +43,7 @@ from pydantic import (
 from pipelines import security
 from pipelines.scoring.predictor import predict
 from pipelines.serving import features
-from pipelines.serving.champion import Champion, ChampionWatcher
+from pipelines.serving.champion import Champion, ChampionWatcher, settle_heap
 from pipelines.serving.metrics import RequestGuard, ServiceMetrics
 from pipelines.settings import Settings
 
@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_TEXT_ID = 256
+JSON = "application/json"
 # What the readiness probe asks the online store for: any answer, found or not, will do.
 PROBE_IDS: dict[str, int | str] = {"int64": 0, "string": "readiness-probe"}
 
@@ -90,24 +91,24 @@ def scored_rows(
     rows = features.read(online, ids)
     as_of = settings.serving.as_of or datetime.now(UTC)
     fresh = features.fresh(online, rows, as_of)
-    scores = np.full(rows.num_rows, np.nan)
-    if fresh.any():
-        chosen = rows.filter(pa.array(fresh)).select(champion.model.inputs)
-        scores[fresh] = predict(champion.model, chosen)
-    found = ~pc.is_null(rows.column(features.FEATURE_TIMESTAMP)).to_numpy(zero_copy_only=False)
+    inputs = champion.model.inputs
+    if fresh.all():
+        scores = predict(champion.model, rows.select(inputs))
+    else:
+        scores = np.full(rows.num_rows, np.nan)
+        if fresh.any():
+            scores[fresh] = predict(champion.model, rows.filter(pa.array(fresh)).select(inputs))
     stamps = rows.column(features.FEATURE_TIMESTAMP).to_pylist()
     out = project.scoring
     return [
         {
             project.entity.column: key,
-            out.score_column: float(score) if ok else None,
+            out.score_column: score if ok else None,
             out.predicted_label_column: bool(score >= out.threshold) if ok else None,
             features.FEATURE_TIMESTAMP: stamp.isoformat() if stamp else None,
-            "status": "scored" if ok else ("stale" if present else "not_found"),
+            "status": "scored" if ok else ("stale" if stamp else "not_found"),
         }
-        for key, score, ok, present, stamp in zip(
-            ids, scores, fresh.tolist(), found.tolist(), stamps, strict=True
-        )
+        for key, score, ok, stamp in zip(ids, scores.tolist(), fresh.tolist(), stamps, strict=True)
     ]
 
 
@@ -124,6 +125,7 @@ def create_app(settings: Settings) -> FastAPI:
             watcher.refresh()
         except Exception as error:  # not ready until the poller loads one
             log.warning("no champion loaded yet: %s", error)
+        settle_heap()
         watcher.start()
         yield
         watcher.stop()
@@ -135,19 +137,22 @@ def create_app(settings: Settings) -> FastAPI:
                 401, "a valid bearer token is required", {"WWW-Authenticate": "Bearer"}
             )
 
-    def respond(ids: list[Any]) -> dict[str, Any]:
+    def respond(ids: list[Any]) -> Response:
         champion = watcher.current  # once: every row of the request scores with it
         if champion is None:
             raise Unavailable("no champion is loaded: train and promote a model first")
         metrics.serving(champion.version)
         rows = scored_rows(settings, online, champion, ids)
         metrics.entities(rows)
-        return {
+        answer = {
             "model_name": champion.name,
             "model_version": champion.version,
             "model_run_id": champion.run_id,
             "predictions": rows,
         }
+        # Rendered here: the rows are plain JSON values already, FastAPI's encoder would
+        # only walk them again. Floats print as their shortest round-trip text (bit-exact).
+        return Response(json.dumps(answer, separators=(",", ":")), media_type=JSON)
 
     app = FastAPI(
         title=f"{settings.project.name} online scoring",
@@ -163,11 +168,11 @@ def create_app(settings: Settings) -> FastAPI:
     score_request = _request_model(settings)
 
     @app.get("/v1/score/{entity_id}", dependencies=[Depends(authorized)])
-    async def score_one(entity_id: Annotated[id_type, Path()]) -> dict[str, Any]:  # type: ignore[valid-type]
+    async def score_one(entity_id: Annotated[id_type, Path()]) -> Response:  # type: ignore[valid-type]
         return respond([entity_id])
 
     @app.post("/v1/score", dependencies=[Depends(authorized)])
-    async def score_many(request: Request) -> dict[str, Any]:
+    async def score_many(request: Request) -> Response:
         # Parsed by pydantic straight from the bytes, whatever the content type says.
         try:
             body = score_request.model_validate_json(await request.body())

@@ -88,3 +88,64 @@ def test_feast_on_redis_with_a_postgres_registry_serves_the_embedded_values(
                 store.teardown()
     # And nothing of this test is left in Redis
     assert redis_keys_matching(redis_server, f"*{project}".encode()) == []
+
+
+def test_the_online_service_on_redis_answers_as_on_sqlite(
+    postgres, redis_server, tmp_path, monkeypatch
+):
+    from fastapi.testclient import TestClient
+
+    from pipelines.demo import worlds
+    from pipelines.registry import alias_moves
+    from pipelines.serving.app import create_app
+    from pipelines.training import registration
+
+    night = DAYS[-1]
+    common = {
+        "MLOPS_SYNTHETIC__CUSTOMERS": str(CUSTOMERS),
+        "MLOPS_SERVING__AS_OF": contracts.midnight_after(night).isoformat(),
+        "MLOPS_SERVING__TOKEN": "itest-token",
+    }
+    embedded = settings_of(monkeypatch, common | {"MLOPS_STATE_ROOT": str(tmp_path / "embedded")})
+    for day in DAYS:
+        land_validated(embedded, day, labels=False)
+    materialize_every_day(embedded)
+    frame = worlds.labelled_frame(embedded, night)
+    model = registration.train_and_register(embedded, frame, None, {"reason": "itest"})
+    alias_moves.promote(embedded, model.version, None, "itest champion", "itest")
+    ids = [int(key) for key in frame[embedded.project.entity.column].unique()[:200]]
+
+    def answers(settings: Settings) -> dict:
+        with TestClient(create_app(settings)) as client:
+            response = client.post(
+                "/v1/score", json={"ids": ids}, headers={"Authorization": "Bearer itest-token"}
+            )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    expected = answers(embedded)
+    project = unique_name("serve")
+    redis_host = redis_server.removeprefix("redis://").split("/")[0]
+    with temporary_database(postgres, "feast") as database:
+        # Given the same nights on Redis and a Postgres registry, and the same champion
+        production = settings_of(
+            monkeypatch,
+            common
+            | {
+                "MLOPS_STATE_ROOT": str(tmp_path / "embedded"),  # the same MLflow and lake
+                "MLOPS_PROFILE": "production",
+                "MLOPS_FEAST__PROJECT": project,
+                "MLOPS_FEAST__REDIS_CONNECTION": redis_host,
+                "MLOPS_FEAST__REGISTRY_SQL_URL": database_url(postgres, database, "psycopg"),
+            },
+        )
+        try:
+            materialize_every_day(production)
+            # When the service answers from Redis
+            served = answers(production)
+        finally:
+            feast_store.feature_store(production).teardown()
+
+    # Then every answer is the SQLite one, bit for bit (feature times included)
+    assert {row["status"] for row in served["predictions"]} == {"scored"}
+    assert served == expected
