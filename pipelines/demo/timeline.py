@@ -385,6 +385,8 @@ def _print_where_to_look(settings: Settings) -> None:
         ("DAG runs in the Airflow UI", "make airflow   (the failed, quarantined night included)"),
         ("MLflow UI (runs, registry)", "make mlflow   (http://127.0.0.1:5000)"),
         ("registry history", ".venv/bin/python -m pipelines registry history"),
+        ("a model version's card", ".venv/bin/python -m pipelines registry card 1"),
+        ("online scores", "make serve   (http://127.0.0.1:8000, see the README's curl)"),
     ]
     print("\nwhere to look:")
     for what, where in look:
