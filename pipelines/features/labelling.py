@@ -107,8 +107,16 @@ def training_set(
     """Point-in-time join of labels with the feature service (Feast `get_historical_features`)."""
     store = store or feature_store(settings)
     service = store.get_feature_service(settings.project.model.feature_service)
-    joined = store.get_historical_features(entity_df=labels, features=service).to_df()
     names = settings.project
+    # Feast's file store pairs every label with all of its entity's feature rows before it
+    # keeps those within the TTL: memory grows with labels times history (a year of CDNOW
+    # nights took 24 GB). A day of labels at a time bounds it by one day's labels; each
+    # label's row is found the same way, alone or among others.
+    days = [day for _, day in labels.groupby(names.source.timestamp, sort=True)] or [labels]
+    joined = pd.concat(
+        [store.get_historical_features(entity_df=day, features=service).to_df() for day in days],
+        ignore_index=True,
+    )
     # Feast's file store drops a label whose rows all fall outside its TTL window;
     # keep every label, with missing features, so the training-set suite sees it.
     keys = [names.entity.column, names.source.timestamp]

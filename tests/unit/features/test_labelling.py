@@ -350,3 +350,28 @@ def test_too_few_rows_fail_naming_the_row_count(settings, monkeypatch):
         validation.validate_training_set(strict, training_frame(strict))
     assert "expect_table_row_count_to_be_between: observed 300" in str(failure.value)
     assert "training set of 300 rows" in str(failure.value)
+
+
+def test_labels_joined_a_day_at_a_time_equal_one_join_of_them_all(settings):
+    # Given rows of three customers over three days, some missing
+    rows = [
+        activity_row(customer, T + pd.Timedelta(days=day) - HOUR, 10 * day + customer)
+        for day in range(3)
+        for customer in (1, 2, 3)
+        if (customer, day) != (2, 1)
+    ]
+    publish_activity(settings, rows)
+    labels = label_frame(
+        [(c, T + pd.Timedelta(days=d), (c + d) % 2) for d in range(3) for c in (1, 2, 3)]
+    )
+    store = feast_store.apply_repo(settings)
+    service = store.get_feature_service(settings.project.model.feature_service)
+
+    # When the training set is built (a day of labels at a time) and by one Feast call
+    frame = labelling.training_set(settings, labels, store)
+    whole = store.get_historical_features(entity_df=labels, features=service).to_df()
+
+    # Then both hold the same rows and values
+    keys = ["event_timestamp", "customer_id"]
+    whole = whole.sort_values(keys, kind="stable").reset_index(drop=True)
+    pd.testing.assert_frame_equal(frame[whole.columns], whole)
