@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from datetime import date, timedelta
@@ -29,6 +28,7 @@ from pipelines.registry import alias_moves, model_versions
 from pipelines.scoring import publishing, reproduction
 from pipelines.settings import Settings, load_settings
 from pipelines.training import registration
+from tests.cli_runs import restored_umask
 
 pytestmark = pytest.mark.e2e
 
@@ -37,21 +37,10 @@ NIGHTS = 9  # scored nights: v1 scores the first three, v2 the next three, v3 th
 NIGHT = date(2026, 1, 1) + timedelta(days=HISTORY)  # the night reproduced
 
 
-@contextmanager
-def _restored_umask() -> Iterator[None]:
-    """`cli.main` sets the private umask of a command's process; this one runs on after."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    try:
-        yield
-    finally:
-        os.umask(umask)
-
-
 def _main(*argv: str) -> tuple[int, dict[str, Any] | None, str]:
     """`python -m pipelines` in this process: its exit code, printed JSON and stderr."""
     out, err = io.StringIO(), io.StringIO()
-    with _restored_umask(), redirect_stdout(out), redirect_stderr(err):
+    with restored_umask(), redirect_stdout(out), redirect_stderr(err):
         code = cli.main(list(argv))
     return code, (json.loads(out.getvalue()) if out.getvalue() else None), err.getvalue()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +31,19 @@ def settings_of(monkeypatch: pytest.MonkeyPatch, environment: dict[str, str]) ->
     return load_settings()
 
 
+def on_redis(
+    postgres: str, redis_server: str, database: str, project: str, state_root: Path
+) -> dict[str, str]:
+    """The production profile's Feast: registry in `database`, values in Redis."""
+    return {
+        "MLOPS_STATE_ROOT": str(state_root),
+        "MLOPS_PROFILE": "production",
+        "MLOPS_FEAST__PROJECT": project,
+        "MLOPS_FEAST__REDIS_CONNECTION": redis_server.removeprefix("redis://").split("/")[0],
+        "MLOPS_FEAST__REGISTRY_SQL_URL": database_url(postgres, database, "psycopg"),
+    }
+
+
 def materialize_every_day(settings: Settings) -> dict[str, list]:
     """Apply the repo, materialize each day's window, read every customer back online."""
     store = feast_store.apply_repo(settings)
@@ -51,19 +65,9 @@ def test_feast_on_redis_with_a_postgres_registry_serves_the_embedded_values(
     expected = materialize_every_day(embedded)
 
     project = unique_name("feast")  # Feast ends every Redis key with its project
-    redis_host = redis_server.removeprefix("redis://").split("/")[0]
     with temporary_database(postgres, "feast") as database:
-        production = settings_of(
-            monkeypatch,
-            common
-            | {
-                "MLOPS_STATE_ROOT": str(tmp_path / "production"),
-                "MLOPS_PROFILE": "production",
-                "MLOPS_FEAST__PROJECT": project,
-                "MLOPS_FEAST__REDIS_CONNECTION": redis_host,
-                "MLOPS_FEAST__REGISTRY_SQL_URL": database_url(postgres, database, "psycopg"),
-            },
-        )
+        redis = on_redis(postgres, redis_server, database, project, tmp_path / "production")
+        production = settings_of(monkeypatch, common | redis)
         for day in DAYS:
             land_validated(production, day, labels=False)
         store = None
@@ -125,20 +129,11 @@ def test_the_online_service_on_redis_answers_as_on_sqlite(
 
     expected = answers(embedded)
     project = unique_name("serve")
-    redis_host = redis_server.removeprefix("redis://").split("/")[0]
     with temporary_database(postgres, "feast") as database:
         # Given the same nights on Redis and a Postgres registry, and the same champion
-        production = settings_of(
-            monkeypatch,
-            common
-            | {
-                "MLOPS_STATE_ROOT": str(tmp_path / "embedded"),  # the same MLflow and lake
-                "MLOPS_PROFILE": "production",
-                "MLOPS_FEAST__PROJECT": project,
-                "MLOPS_FEAST__REDIS_CONNECTION": redis_host,
-                "MLOPS_FEAST__REGISTRY_SQL_URL": database_url(postgres, database, "psycopg"),
-            },
-        )
+        # (the embedded state root: the same MLflow and lake)
+        redis = on_redis(postgres, redis_server, database, project, tmp_path / "embedded")
+        production = settings_of(monkeypatch, common | redis)
         try:
             materialize_every_day(production)
             # When the service answers from Redis

@@ -8,7 +8,7 @@ import os
 import stat
 import subprocess
 import sys
-from contextlib import contextmanager, redirect_stdout
+from contextlib import redirect_stdout
 from datetime import date
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from pipelines.registry import model_versions
 from pipelines.scoring import publishing
 from pipelines.settings import load_settings
 from pipelines.training import model_card
+from tests.cli_runs import restored_umask
 from tests.unit.test_security import open_to_others
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -149,7 +150,7 @@ def world_env(tmp_path_factory) -> dict[str, str]:
     result is kept beside it as `train.json`."""
     state = tmp_path_factory.mktemp("cli-world") / "state"
     env = {"MLOPS_STATE_ROOT": str(state), "MLOPS_SYNTHETIC__CUSTOMERS": "500"}
-    with pytest.MonkeyPatch.context() as patch, _restored_umask():
+    with pytest.MonkeyPatch.context() as patch, restored_umask():
         for name, value in env.items():
             patch.setenv(name, value)
         assert land_validated_history(load_settings(), 45) == HISTORY_END
@@ -164,19 +165,8 @@ def world(world_env, monkeypatch):
     """The module's world, for this test: its settings (the state root shared)."""
     for name, value in world_env.items():
         monkeypatch.setenv(name, value)
-    with _restored_umask():
+    with restored_umask():
         yield load_settings()
-
-
-@contextmanager
-def _restored_umask():
-    """`cli.main` sets the private umask of a command's process; this one runs on after."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    try:
-        yield
-    finally:
-        os.umask(umask)
 
 
 def _main(argv: list[str]) -> int:
@@ -410,7 +400,7 @@ def test_registry_card_prints_each_versions_model_card_with_its_decision(world, 
 
 
 def test_train_without_any_labels_exits_1_saying_so(settings, capsys):
-    with _restored_umask():
+    with restored_umask():
         code = _main(["train"])
 
     assert code == 1
@@ -420,7 +410,7 @@ def test_train_without_any_labels_exits_1_saying_so(settings, capsys):
 def test_scoring_without_a_champion_exits_1_naming_the_task(settings, capsys):
     land_validated(settings, date(2026, 1, 1), labels=False)
 
-    with _restored_umask():
+    with restored_umask():
         code = _main(["score", "2026-01-01"])
 
     assert code == 1
