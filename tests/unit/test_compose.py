@@ -115,15 +115,18 @@ def test_every_pipeline_variable_names_a_settings_field():
                 assert _settings_field(path), f"{name}: {key} is not a settings field"
 
 
-def test_production_settings_point_at_the_compose_services(monkeypatch):
-    # Given the environment a worker container gets
-    environment = _environment(SERVICES["airflow-worker"])
-    for key, value in environment.items():
+def _settings_of_service(name: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The settings the pipeline loads in a service's container (its MLOPS variables)."""
+    for key, value in _environment(SERVICES[name]).items():
         if key.startswith("MLOPS_"):
             monkeypatch.setenv(key, _substituted(value))
+    return load_settings()
 
-    # When the pipeline loads its settings
-    settings = load_settings()
+
+def test_production_settings_point_at_the_compose_services(monkeypatch):
+    # Given the environment a worker container gets, when the pipeline loads its settings
+    environment = _environment(SERVICES["airflow-worker"])
+    settings = _settings_of_service("airflow-worker", monkeypatch)
     config = feast_store.repo_config_dict(settings)
 
     # Then every service it talks to is a service of the stack, on the port it serves
@@ -359,12 +362,7 @@ def test_mlflow_requires_authentication_and_airflow_logs_in():
 
 
 def test_the_serving_service_needs_its_token_and_follows_the_production_stack(monkeypatch):
-    environment = _environment(SERVICES["serving"])
-    for key, value in environment.items():
-        if key.startswith("MLOPS_"):
-            monkeypatch.setenv(key, _substituted(value))
-
-    settings = load_settings()
+    settings = _settings_of_service("serving", monkeypatch)
 
     assert settings.profile == "production" and settings.serving.host == "0.0.0.0"
     assert settings.serving.token == "<serving_token>"
