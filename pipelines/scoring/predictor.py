@@ -3,12 +3,14 @@
 A registered version is loaded with its declared encoding (`training.encoding`): its rows
 are encoded straight from Arrow and handed to the classifier's own `predict_proba`, the
 same matrix the pipeline's encoder gives, so the same scores without pandas or a
-column-by-column transform. A model registered without a declaration runs as a whole.
+column-by-column transform (`predict_values` encodes a request's few rows from Python
+values). A model registered without a declaration runs as a whole.
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +21,7 @@ import pyarrow.compute as pc
 from pipelines.contracts import ScoringPlan
 from pipelines.io import tracking
 from pipelines.settings import Settings
-from pipelines.training.encoding import ModelEncoding, encode
+from pipelines.training.encoding import ModelEncoding, encode, encode_values
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,20 @@ def predict(model: ScoringModel, rows: pa.Table) -> np.ndarray:
         return model.pipeline.predict_proba(_plain(rows).to_pandas())[:, 1]
     classifier = model.pipeline.steps[-1][1]
     return classifier.predict_proba(encode(rows, model.encoding))[:, 1]
+
+
+def predict_values(
+    model: ScoringModel, columns: Mapping[str, Sequence[Any]], schema: pa.Schema
+) -> np.ndarray:
+    """`predict` of rows given as Python values (None: null), for a request's few rows: the
+    same scores. A model without a declared encoding gets Arrow columns typed by `schema`."""
+    if not columns[model.inputs[0]]:
+        return np.empty(0)
+    if model.encoding is None:
+        types = {name: schema.field(name).type for name in model.inputs}
+        return predict(model, pa.table({n: pa.array(columns[n], t) for n, t in types.items()}))
+    classifier = model.pipeline.steps[-1][1]
+    return classifier.predict_proba(encode_values(columns, model.encoding))[:, 1]
 
 
 def on_one_thread(model: ScoringModel) -> ScoringModel:

@@ -1,5 +1,15 @@
 """Online features of entities: Feast's online store read through the model's feature
-service, typed as the nightly feature partitions are, so one `predict` scores both."""
+service, as Python values, so a request of a few rows is scored without building Arrow.
+
+`FeatureStore.get_online_features` resolves the service, reads each feature view with its
+online store's `online_read`, then builds a response proto and converts it back to Python:
+for one entity the resolving and rebuilding cost four times the read. A plain service
+(feature views only, no on-demand views, version tags, join key maps or precomputed
+vectors) is resolved once here, and each request calls the same `online_read` and converts
+its values with Feast's own `feast_value_type_to_python_type`; the answers are Feast's,
+value for value (tests compare them). Any other service goes through
+`get_online_features`.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +18,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
 from pipelines.errors import ConfigurationError
@@ -17,25 +26,41 @@ from pipelines.io import feast_store
 from pipelines.settings import Settings
 
 FEATURE_TIMESTAMP = "feature_timestamp"
-_MICROS = 1_000_000
-_NANOS_PER_MICRO = 1_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The `Value` field an entity id goes in, by the entity's type in the project.
+_ID_FIELDS = {"int64": "int64_val", "string": "string_val"}
+
+
+@dataclass(frozen=True)
+class ViewRead:
+    """One feature view of the service: the view (with the service's projection) and the
+    features the service asks of it, with their Feast value types."""
+
+    view: Any
+    features: tuple[str, ...]
+    types: dict[str, Any]
 
 
 @dataclass(frozen=True)
 class OnlineFeatures:
-    """The online store, the model's feature service and the types its features have in
-    the nightly partitions (the contract's)."""
+    """The online store and the model's feature service, resolved for reading."""
 
     store: Any
     service: Any
-    schema: pa.Schema
+    schema: pa.Schema  # the types the features have in the nightly partitions
+    entity: str  # the entity's join key
+    id_field: str  # the `Value` field of an id
     ttl: timedelta
+    views: tuple[ViewRead, ...] | None  # None: read through `get_online_features`
 
-    @property
-    def entity(self) -> pa.Field:
-        """The entity's key column."""
-        return self.schema.field(0)
+
+@dataclass(frozen=True)
+class EntityFeatures:
+    """Entities' latest materialized features, in the order asked."""
+
+    ids: list[Any]
+    times: list[datetime | None]  # each entity's feature event time; None: none stored
+    values: dict[str, list[Any]]  # each feature's values (None: null or not found)
 
 
 def open_online_features(settings: Settings) -> OnlineFeatures:
@@ -53,43 +78,87 @@ def open_online_features(settings: Settings) -> OnlineFeatures:
             "feature pipeline for a night first (make demo, or python -m pipelines run)"
         ) from None
     ttl = store.get_feature_view(project.source.feature_view).ttl
-    return OnlineFeatures(store, service, feature_schema(project), ttl)
+    entity = project.entity.column
+    views = _plain_views(store, service, entity)
+    id_field = _ID_FIELDS[project.entity.type]
+    schema = feature_schema(project)
+    return OnlineFeatures(store, service, schema, entity, id_field, ttl, views)
 
 
-def read(online: OnlineFeatures, ids: Sequence[int | str]) -> pa.Table:
-    """Each entity's latest materialized features, in the order asked: its key, the event
-    time of its features (null when the store has none) and the service's features."""
-    entity = online.entity
+def _plain_views(store: Any, service: Any, entity: str) -> tuple[ViewRead, ...] | None:
+    """The service's feature views, each keyed by `entity` alone, if the service is plain
+    (see the module's doc); None otherwise."""
+    from feast.errors import FeatureViewNotFoundException
+
+    if getattr(service, "precompute_online", False):
+        return None
+    views = []
+    for projection in service.feature_view_projections:
+        if projection.version_tag is not None or projection.join_key_map:
+            return None
+        try:
+            view = store.get_feature_view(projection.name)  # not an on-demand view
+        except FeatureViewNotFoundException:
+            return None
+        if [column.name for column in view.entity_columns] != [entity]:
+            return None
+        names = tuple(field.name for field in projection.features)
+        types = {field.name: field.dtype.to_value_type() for field in view.features}
+        views.append(ViewRead(view.with_projection(projection), names, types))
+    every = [name for view in views for name in view.features]
+    return tuple(views) if len(set(every)) == len(every) else None
+
+
+def read(online: OnlineFeatures, ids: Sequence[int | str]) -> EntityFeatures:
+    """Each entity's latest materialized features, in the order asked."""
+    if online.views is None:
+        return _read_through_feast(online, ids)
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+    from feast.type_map import feast_value_type_to_python_type as to_python
+
+    store = online.store
+    reader = store._get_provider().online_store  # what `get_online_features` calls
+    fields: list[dict[str, Any]] = [{online.id_field: key} for key in ids]
+    keys = [EntityKey(join_keys=[online.entity], entity_values=[Value(**f)]) for f in fields]
+    times: list[datetime | None] = [None] * len(ids)
+    values: dict[str, list[Any]] = {}
+    for part in online.views:
+        # A fresh list each time: Redis' `online_read` appends its timestamp field to it.
+        found = reader.online_read(store.config, part.view, keys, list(part.features))
+        for name in part.features:
+            kind = part.types[name]
+            values[name] = [
+                to_python(row[name], kind) if row and name in row else None for _, row in found
+            ]
+        times = [_later(time, stamp) for time, (stamp, _) in zip(times, found, strict=True)]
+    return EntityFeatures(list(ids), times, values)
+
+
+def _later(time: datetime | None, stamp: datetime | None) -> datetime | None:
+    """The later of two feature times; a store's epoch stands for none (Redis answers a
+    missing entity with empty values at time 0)."""
+    if stamp is None or stamp <= _EPOCH:
+        return time
+    return stamp if time is None or stamp > time else time
+
+
+def _read_through_feast(online: OnlineFeatures, ids: Sequence[int | str]) -> EntityFeatures:
+    """`read` by `get_online_features`, for a service this module does not resolve."""
     response = online.store.get_online_features(
-        features=online.service, entity_rows=[{entity.name: key} for key in ids]
+        features=online.service, entity_rows=[{online.entity: key} for key in ids]
     )
     values = response.to_dict()
-    columns: dict[str, pa.Array] = {
-        entity.name: pa.array(ids, entity.type),
-        FEATURE_TIMESTAMP: _event_times(response.proto, len(ids), online.schema.field(1).type),
-    }
-    for field in online.schema:
-        if field.name in values and field.name != entity.name:
-            columns[field.name] = pa.array(values[field.name], field.type)
-    return pa.table(columns)
+    values.pop(online.entity, None)
+    times: list[datetime | None] = [None] * len(ids)
+    for vector in response.proto.results:
+        stamps = [stamp.ToDatetime(UTC) for stamp in vector.event_timestamps]
+        times = [_later(time, stamp) for time, stamp in zip(times, stamps, strict=True)]
+    return EntityFeatures(list(ids), times, values)
 
 
-def _event_times(proto: Any, rows: int, kind: pa.DataType) -> pa.Array:
-    """The latest event time of each row's features (they share their view's), null where
-    no feature was found."""
-    micros = np.zeros(rows, dtype=np.int64)
-    for vector in proto.results:
-        for row, stamp in enumerate(vector.event_timestamps):
-            micros[row] = max(
-                micros[row], stamp.seconds * _MICROS + stamp.nanos // _NANOS_PER_MICRO
-            )
-    return pa.array(micros, pa.int64(), mask=micros == 0).cast(kind)
-
-
-def fresh(online: OnlineFeatures, rows: pa.Table, as_of: datetime) -> np.ndarray:
+def fresh(online: OnlineFeatures, rows: EntityFeatures, as_of: datetime) -> list[bool]:
     """Which rows have features within the feature view's TTL before `as_of`, the window
     batch scoring reads from (a row newer than `as_of` counts as fresh)."""
-    oldest = np.datetime64((as_of - online.ttl - _EPOCH) // timedelta(microseconds=1), "us")
-    stamps = rows.column(FEATURE_TIMESTAMP).to_numpy(zero_copy_only=False)
-    stamps = stamps.astype("datetime64[us]")
-    return ~np.isnat(stamps) & (stamps >= oldest)
+    oldest = as_of - online.ttl
+    return [time is not None and time >= oldest for time in rows.times]

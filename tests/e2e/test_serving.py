@@ -8,6 +8,7 @@ get clear 4xx answers.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from pipelines import cli, contracts, security
 from pipelines.io.orchestrator import free_port, wait_for
 from pipelines.jobs import feature_pipeline, training
 from pipelines.scoring import publishing
+from pipelines.serving import features
 from pipelines.serving.app import create_app
 from pipelines.settings import Settings, load_settings
 
@@ -119,6 +121,20 @@ def test_online_scores_equal_the_published_batch_bit_for_bit(served):
     assert (_bits(online) == _bits([published["scores"][key] for key in ids])).all()
     decisions = [row[names.scoring.predicted_label_column] for row in rows]
     assert decisions == [score >= names.scoring.threshold for score in online]
+
+
+def test_online_reads_are_feasts_get_online_features_value_for_value(served):
+    settings, _, _ = served
+    online = features.open_online_features(settings)
+    assert online.views is not None, "the project's plain feature service is read directly"
+    ids = [*_published(settings)["scores"], 1, 2**40]  # and two never materialized
+
+    direct = features.read(online, ids)
+    through_feast = features.read(dataclasses.replace(online, views=None), ids)
+
+    assert direct == through_feast
+    assert direct.times[-2:] == [None, None]
+    assert all(time is not None for time in direct.times[:-2])
 
 
 def test_one_entity_and_an_unknown_one(served):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -101,6 +102,7 @@ def test_the_online_service_on_redis_answers_as_on_sqlite(
 
     from pipelines.demo import worlds
     from pipelines.registry import alias_moves
+    from pipelines.serving import features
     from pipelines.serving.app import create_app
     from pipelines.training import registration
 
@@ -138,6 +140,11 @@ def test_the_online_service_on_redis_answers_as_on_sqlite(
             materialize_every_day(production)
             # When the service answers from Redis
             served = answers(production)
+            # (its direct reads being Feast's `get_online_features`, value for value)
+            online = features.open_online_features(production)
+            assert online.views is not None
+            asked = [*ids, 1]
+            assert features.read(online, asked) == features.read(replace(online, views=None), asked)
         finally:
             feast_store.feature_store(production).teardown()
 

@@ -192,6 +192,45 @@ def test_predict_equals_the_pipelines_predict_proba_on_the_same_rows(world):
     # And so they are from text read dictionary-encoded, in chunks of different dictionaries
     np.testing.assert_array_equal(predictor.predict(model, _text_as_dictionaries(rows)), expected)
 
+    # And from the rows' Python values, as the online service scores them
+    values = predictor.predict_values(model, rows.to_pydict(), rows.schema)
+    np.testing.assert_array_equal(values, expected)
+
+
+def test_encoding_python_values_gives_the_arrow_encodings_matrix_value_for_value():
+    # Given columns of every encoded kind: integers past 2**53 (rounded to a double),
+    # doubles, booleans, nulls everywhere, text with unknown and repeated categories
+    rng = np.random.default_rng(7)
+    rows = 200
+    big = rng.integers(-(2**62), 2**62, rows)
+    columns = {
+        "count": [None if i % 7 == 0 else int(v) for i, v in enumerate(big)],
+        "amount": [None if i % 5 == 0 else float(v) for i, v in enumerate(rng.normal(size=rows))],
+        "flag": [None if i % 3 == 0 else bool(v) for i, v in enumerate(rng.integers(0, 2, rows))],
+        "plan": [None if i % 4 == 0 else ["a", "b", "zz", "c"][i % 4] for i in range(rows)],
+    }
+    declared = encoding.ModelEncoding(
+        inputs=list(columns),
+        outputs=["plan", "count", "amount", "flag"],
+        categories={"plan": ["c", "a", "b", "a"]},  # "zz" unknown; "a" coded at its first place
+    )
+    table = pa.table(
+        {
+            "count": pa.array(columns["count"], pa.int64()),
+            "amount": pa.array(columns["amount"], pa.float64()),
+            "flag": pa.array(columns["flag"], pa.bool_()),
+            "plan": pa.array(columns["plan"], pa.string()),
+        }
+    )
+
+    # When they are encoded from Python values and from Arrow
+    from_values = encoding.encode_values(columns, declared)
+    from_arrow = encoding.encode(table, declared)
+
+    # Then the matrices are equal bit for bit, NaN where null or unknown
+    assert from_values.tobytes() == from_arrow.tobytes()
+    assert np.isnan(from_values[:, 0]).sum() == rows // 2
+
 
 def _text_as_dictionaries(rows):
     """`rows` with each text column dictionary-encoded in two chunks of their own dictionaries."""
@@ -211,14 +250,15 @@ def test_a_model_without_a_declared_encoding_is_scored_as_a_whole(world):
         model.pipeline.named_steps["encode"],
         model.pipeline.named_steps["classify"],
     )
-    pipeline = Pipeline(
-        [("encode", FunctionTransformer(encoder.transform)), ("classify", classifier)]
-    )
+    fitted = FunctionTransformer(encoder.transform).fit(rows.to_pandas())  # names its inputs
+    pipeline = Pipeline([("encode", fitted), ("classify", classifier)])
     other = predictor.ScoringModel(pipeline, None)
 
     expected = pipeline.predict_proba(rows.to_pandas())[:, 1]
     np.testing.assert_array_equal(predictor.predict(other, rows), expected)
     np.testing.assert_array_equal(predictor.predict(other, _text_as_dictionaries(rows)), expected)
+    values = predictor.predict_values(other, rows.to_pydict(), rows.schema)
+    np.testing.assert_array_equal(values, expected)
 
 
 def _text_id(number: int) -> str:
