@@ -197,6 +197,36 @@ def test_predict_equals_the_pipelines_predict_proba_on_the_same_rows(world):
     np.testing.assert_array_equal(values, expected)
 
 
+@pytest.mark.parametrize("early_stopping", [True, False])
+def test_a_request_is_scored_as_the_classifiers_own_predict_proba(early_stopping):
+    # Given an XGBoost classifier, stopped early at its best iteration or not, and rows
+    # with missing values
+    from xgboost import XGBClassifier
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(600, 3))
+    x[rng.random(x.shape) < 0.1] = np.nan
+    y = (np.nan_to_num(x[:, 0]) + rng.normal(size=600) > 0).astype(int)
+    classifier = XGBClassifier(
+        n_estimators=200, max_depth=4, n_jobs=1, early_stopping_rounds=5 if early_stopping else None
+    )
+    classifier.fit(x[:400], y[:400], eval_set=[(x[400:], y[400:])], verbose=False)
+    if early_stopping:
+        assert classifier.best_iteration + 1 < 200  # the trees past the best are not used
+    names = ["a", "b", "c"]
+    declared = encoding.ModelEncoding(names, names, {})
+    model = predictor.ScoringModel(
+        Pipeline([("encode", "passthrough"), ("classify", classifier)]), declared
+    )
+    columns = {n: [None if np.isnan(v) else float(v) for v in x[:, i]] for i, n in enumerate(names)}
+
+    # When they are scored as the online service scores a request
+    scores = predictor.predict_values(model, columns, pa.schema([]))
+
+    # Then the probabilities are the classifier's predict_proba, bit for bit
+    assert scores.tobytes() == classifier.predict_proba(x)[:, 1].tobytes()
+
+
 def test_encoding_python_values_gives_the_arrow_encodings_matrix_value_for_value():
     # Given columns of every encoded kind: integers past 2**53 (rounded to a double),
     # doubles, booleans, nulls everywhere, text with unknown and repeated categories
