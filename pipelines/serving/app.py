@@ -1,5 +1,5 @@
 """The online scoring service: the champion's score for entities now, from the Feast
-online store, through the same `predict` as the nightly batch.
+online store, with the nightly batch's encoding and classifier (`scoring.predictor`).
 
 Routes (scoring needs `Authorization: Bearer <token>`; the probes and metrics do not):
 
