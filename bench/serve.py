@@ -104,7 +104,7 @@ def _child_prepare(result_file: Path) -> None:
 
 def _child_load(result_file: Path, args: argparse.Namespace) -> None:
     """One-entity requests on `--load-connections` connections at `--load-rps` in all,
-    arriving at random (a Poisson process; 0: unpaced), until the stop file appears."""
+    each connection's due at exponential gaps (0: unpaced), until the stop file appears."""
     stop = result_file.with_suffix(".stop")
     started = result_file.with_suffix(".started")
     counts = {"requests": 0, "errors": 0}

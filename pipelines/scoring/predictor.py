@@ -3,8 +3,9 @@
 A registered version is loaded with its declared encoding (`training.encoding`): its rows
 are encoded straight from Arrow and handed to the classifier's own `predict_proba`, the
 same matrix the pipeline's encoder gives, so the same scores without pandas or a
-column-by-column transform (`predict_values` encodes a request's few rows from Python
-values). A model registered without a declaration runs as a whole.
+column-by-column transform. `predict_values` scores a request's few rows from Python
+values, an XGBoost classifier through its booster: the same scores again. A model
+registered without a declaration runs as a whole.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def predict_values(
 ) -> np.ndarray:
     """`predict` of rows given as Python values (None: null), for a request's few rows: the
     same scores. A model without a declared encoding gets Arrow columns typed by `schema`."""
-    if not columns[model.inputs[0]]:
+    if not len(columns[model.inputs[0]]):
         return np.empty(0)
     if model.encoding is None:
         types = {name: schema.field(name).type for name in model.inputs}
@@ -107,11 +108,14 @@ def _positive_probabilities(classifier: Any, matrix: np.ndarray) -> np.ndarray:
     ):
         return classifier.predict_proba(matrix)[:, 1]
     best = getattr(classifier, "best_iteration", None)  # none without early stopping
-    return classifier.get_booster().inplace_predict(
+    probabilities = classifier.get_booster().inplace_predict(
         matrix,
         iteration_range=(0, 0 if best is None else best + 1),
         missing=classifier.missing,
     )
+    if probabilities.ndim != 1:  # multi-label: `predict_proba` keeps every column
+        return classifier.predict_proba(matrix)[:, 1]
+    return probabilities
 
 
 def on_one_thread(model: ScoringModel) -> ScoringModel:

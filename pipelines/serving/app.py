@@ -80,32 +80,33 @@ def _request_model(settings: Settings) -> type[BaseModel]:
     )
 
 
-def scored_rows(
-    settings: Settings, online: features.OnlineFeatures, champion: Champion, ids: list[Any]
-) -> list[dict[str, Any]]:
+def scored_rows(settings: Settings, champion: Champion, ids: list[Any]) -> list[dict[str, Any]]:
     """Each id's row: its key, score and decision (as the batch partition has them), the
     time of its features and whether it was scored."""
     project = settings.project
+    online = champion.online
     rows = features.read(online, ids)
     as_of = settings.serving.as_of or datetime.now(UTC)
     fresh = features.fresh(online, rows, as_of)
     picked = [index for index, ok in enumerate(fresh) if ok]
-    columns = rows.values
-    if len(picked) < len(ids):
-        columns = {name: [columns[name][index] for index in picked] for name in columns}
-    predicted = predict_values(champion.model, columns, online.schema).tolist()
-    scores = dict(zip(picked, predicted, strict=True))
+    scores: dict[int, float] = {}
+    if picked:
+        columns = rows.values
+        if len(picked) < len(ids):
+            columns = {name: [columns[name][index] for index in picked] for name in columns}
+        predicted = predict_values(champion.model, columns, online.schema).tolist()
+        scores = dict(zip(picked, predicted, strict=True))
     out = project.scoring
     answers = []
-    for index, (key, time) in enumerate(zip(ids, rows.times, strict=True)):
+    for index, (key, stamp) in enumerate(zip(ids, rows.times, strict=True)):
         score = scores.get(index)
         answers.append(
             {
                 project.entity.column: key,
                 out.score_column: score,
                 out.predicted_label_column: None if score is None else score >= out.threshold,
-                features.FEATURE_TIMESTAMP: time.isoformat() if time else None,
-                "status": "scored" if score is not None else ("stale" if time else "not_found"),
+                features.FEATURE_TIMESTAMP: stamp.isoformat() if stamp else None,
+                "status": "scored" if score is not None else ("stale" if stamp else "not_found"),
             }
         )
     return answers
@@ -116,7 +117,9 @@ def create_app(settings: Settings) -> FastAPI:
     token = security.serving_token(settings).encode()
     watcher = ChampionWatcher(settings)
     metrics = ServiceMetrics(CollectorRegistry(), settings.project.model.name)
-    online = features.open_online_features(settings)
+    # Resolved here too, so a service started before any night is materialized stops at
+    # once, naming what to run.
+    features.open_online_features(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -143,7 +146,7 @@ def create_app(settings: Settings) -> FastAPI:
         if champion is None:
             raise Unavailable("no champion is loaded: train and promote a model first")
         metrics.serving(champion.version)
-        rows = scored_rows(settings, online, champion, ids)
+        rows = scored_rows(settings, champion, ids)
         metrics.entities(rows)
         answer = {
             "model_name": champion.name,
@@ -191,7 +194,7 @@ def create_app(settings: Settings) -> FastAPI:
         if champion is None:
             return JSONResponse({"status": "not ready", "reason": "no champion loaded"}, 503)
         try:
-            features.read(online, [PROBE_IDS[settings.project.entity.type]])
+            features.read(champion.online, [PROBE_IDS[settings.project.entity.type]])
         except Exception as error:
             reason = f"the online store does not answer: {type(error).__name__}"
             return JSONResponse({"status": "not ready", "reason": reason}, 503)

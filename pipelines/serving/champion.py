@@ -4,7 +4,8 @@ moves.
 A poller asks the registry where the alias points every `serving.poll_seconds`; a new
 version is loaded aside and then published by one reference assignment. A request takes
 the reference once and scores every row with it, so no request mixes two versions and
-none waits for a load.
+none waits for a load. The feature service is resolved with each version: a new champion
+may be trained on features the service gained since the last one.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pipelines import contracts
 from pipelines.io import tracking
 from pipelines.registry import model_versions
 from pipelines.scoring.predictor import ScoringModel, load_version, on_one_thread
+from pipelines.serving.features import OnlineFeatures, open_online_features
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -25,22 +27,24 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Champion:
-    """A loaded version of the project's model."""
+    """A loaded version of the project's model and the online features it reads."""
 
     name: str
     version: str
     run_id: str
     model: ScoringModel
+    online: OnlineFeatures
 
 
 def load_champion(settings: Settings, version: str) -> Champion:
-    """A registered version of the project's model, loaded as batch scoring loads it."""
+    """A registered version of the project's model, loaded as batch scoring loads it, and
+    the feature service as the registry holds it now."""
     name = settings.project.model.name
     client = tracking.mlflow_client(settings)
     registered = client.get_model_version(name, version)
     uri = client.get_model_version_download_uri(name, version)
     model = on_one_thread(load_version(settings, uri))
-    return Champion(name, version, registered.run_id, model)
+    return Champion(name, version, registered.run_id, model, open_online_features(settings))
 
 
 class ChampionWatcher:

@@ -2,12 +2,14 @@
 service, as Python values, so a request of a few rows is scored without building Arrow.
 
 `FeatureStore.get_online_features` resolves the service, reads each feature view with its
-online store's `online_read`, then builds a response proto and converts it back to Python:
-for one entity the resolving and rebuilding cost four times the read. A plain service
-(feature views only, no on-demand views, version tags, join key maps or precomputed
-vectors) is resolved once here, and each request calls the same `online_read` and converts
-its values with Feast's own `feast_value_type_to_python_type`; the answers are Feast's,
-value for value (tests compare them). Any other service goes through
+online store's `online_read` (Redis: the same reads, pipelined across views), then builds
+a response proto and converts it back to Python: for one entity the resolving and
+rebuilding cost four times the read. A plain service (feature views only, each keyed by
+the entity alone; no on-demand views, version tags, join key maps or precomputed vectors)
+is resolved by `open_online_features`, and each request calls the same `online_read` and
+converts its values with Feast's own `feast_value_type_to_python_type`: the answers are
+Feast's, value for value (tests compare them), for the registry as it was resolved (the
+service resolves it again with each new champion). Any other service goes through
 `get_online_features`.
 """
 
@@ -136,8 +138,10 @@ def read(online: OnlineFeatures, ids: Sequence[int | str]) -> EntityFeatures:
 
 
 def _later(time: datetime | None, stamp: datetime | None) -> datetime | None:
-    """The later of two feature times; a store's epoch stands for none (Redis answers a
-    missing entity with empty values at time 0)."""
+    """The later of two feature times (a naive one is UTC, as Feast takes it); the epoch or
+    earlier stands for none (Redis answers a missing entity with empty values at time 0)."""
+    if stamp is not None and stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)
     if stamp is None or stamp <= _EPOCH:
         return time
     return stamp if time is None or stamp > time else time

@@ -127,7 +127,8 @@ def test_online_reads_are_feasts_get_online_features_value_for_value(served):
     settings, _, _ = served
     online = features.open_online_features(settings)
     assert online.views is not None, "the project's plain feature service is read directly"
-    ids = [*_published(settings)["scores"], 1, 2**40]  # and two never materialized
+    known = list(_published(settings)["scores"])
+    ids = [*known, known[0], 1, 2**40]  # one asked twice, two never materialized
 
     direct = features.read(online, ids)
     through_feast = features.read(dataclasses.replace(online, views=None), ids)
