@@ -84,6 +84,9 @@ class TrainingSettings(_Section):
     min_feature_coverage: float = Field(default=0.9, ge=0.0, le=1.0)
     profile_bins: int = Field(default=10, ge=2)
     random_seed: int = 13
+    # Labels per Feast point-in-time join: its memory grows with labels times history,
+    # its time with calls (each reads the whole source).
+    labels_per_join: int = Field(default=50_000, ge=1)
 
 
 class GateSettings(_Section):

@@ -352,7 +352,8 @@ def test_too_few_rows_fail_naming_the_row_count(settings, monkeypatch):
     assert "training set of 300 rows" in str(failure.value)
 
 
-def test_labels_joined_a_day_at_a_time_equal_one_join_of_them_all(settings):
+@pytest.mark.parametrize("labels_per_join", [1, 4, 7, 50_000])
+def test_labels_joined_in_groups_of_days_equal_one_join_of_them_all(settings, labels_per_join):
     # Given rows of three customers over three days, some missing
     rows = [
         activity_row(customer, T + pd.Timedelta(days=day) - HOUR, 10 * day + customer)
@@ -367,8 +368,11 @@ def test_labels_joined_a_day_at_a_time_equal_one_join_of_them_all(settings):
     store = feast_store.apply_repo(settings)
     service = store.get_feature_service(settings.project.model.feature_service)
 
-    # When the training set is built (a day of labels at a time) and by one Feast call
-    frame = labelling.training_set(settings, labels, store)
+    # When the training set is built (whole days of labels, up to so many a Feast call:
+    # a day a call, two, all three) and by one Feast call
+    training = settings.training.model_copy(update={"labels_per_join": labels_per_join})
+    grouped = settings.model_copy(update={"training": training})
+    frame = labelling.training_set(grouped, labels, store)
     whole = store.get_historical_features(entity_df=labels, features=service).to_df()
 
     # Then both hold the same rows and values
